@@ -1,0 +1,47 @@
+// serve: MCP over stdio (or HTTP), with the tunnel server when any connection uses tunnel mode.
+import { serveStdio } from '@modelcontextprotocol/server/stdio';
+import { loadConfig } from '../config/load.js';
+import { Gateway } from '../gateway/gateway.js';
+import { createMcpServer } from '../mcp/server.js';
+import { AuditLog } from '../audit/index.js';
+import { parseCommandArgs, requireOption } from './args.js';
+import { logger } from '../util/log.js';
+import { VERSION } from '../version.js';
+
+export async function serveCommand(args: string[]): Promise<number> {
+  const { values } = parseCommandArgs(args, {
+    config: { type: 'string' },
+    http: { type: 'string' },
+    'tunnel-listen': { type: 'string' },
+  });
+  const config = loadConfig(requireOption(values.config, '--config'));
+  for (const warning of config.warnings) logger.warn(warning);
+  const audit = await AuditLog.open(config.gateway.audit_log, { fsync: config.gateway.audit_fsync ?? 'always' });
+  const gateway = new Gateway(config, audit);
+  await gateway.record({ event: 'gateway_start', version: VERSION, pid: process.pid, transport: values.http ? 'http' : 'stdio' });
+  await gateway.record({ event: 'config_loaded', file: config.file, sha256: config.sha256, connections: config.connections.length });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string): Promise<void> =>
+    (stopping ??= (async () => {
+      logger.info(`stopping (${reason})`);
+      await gateway.close();
+      await gateway.record({ event: 'gateway_stop', reason }).catch(() => undefined);
+      await audit.close();
+    })());
+
+  const handle = serveStdio(() => createMcpServer(gateway, { transport: 'stdio' }), {
+    onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
+  });
+  logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
+
+  await new Promise<void>((resolve) => {
+    process.stdin.once('end', () => resolve());
+    process.stdin.once('close', () => resolve());
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await handle.close().catch(() => undefined);
+  await stop('client disconnected or signal');
+  return 0;
+}

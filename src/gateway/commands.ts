@@ -1,0 +1,85 @@
+// Running a command on one device, the same way for every tool (run_command, run_action, run_on_many):
+// connection → SSH → audit. The policy decision is made by the caller before this is reached.
+import { randomUUID } from 'node:crypto';
+import type { Gateway } from './gateway.js';
+import { execCommand, ConnectionLostError, type ExecResult } from '../ssh/exec.js';
+import type { OutputEncoding } from '../ssh/output.js';
+import { GatewayError } from '../errors.js';
+
+export const DEFAULT_COMMAND_TIMEOUT_S = 60;
+export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024;
+
+export interface CommandRequest {
+  connection: string;
+  command: string;
+  /** What the audit log records as the command (an action name and params, never env values or stdin). */
+  auditAs?: Record<string, unknown>;
+  timeout_s?: number;
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+  max_output_bytes?: number;
+  encoding?: OutputEncoding;
+  signal?: AbortSignal;
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+  /** Who asked: MCP client identity (and HTTP principal). */
+  client?: Record<string, unknown>;
+}
+
+export interface CommandOutcome extends ExecResult {
+  connection: string;
+  command_id: string;
+}
+
+export async function runCommandOnDevice(gateway: Gateway, request: CommandRequest): Promise<CommandOutcome> {
+  const device = gateway.connection(request.connection);
+  const maxOutput = request.max_output_bytes ?? gateway.config.gateway.max_output_bytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+  const timeoutS = request.timeout_s ?? device.config.timeouts?.command_s ?? gateway.config.gateway.timeouts?.command_s ?? DEFAULT_COMMAND_TIMEOUT_S;
+  const commandId = randomUUID();
+  const base = { connection: request.connection, command_id: commandId };
+
+  return device.withSession(async (client) => {
+    await gateway.record({
+      event: 'command_start',
+      ...base,
+      ...(request.auditAs ?? { command: request.command }),
+      cwd: request.cwd,
+      env_names: request.env ? Object.keys(request.env) : undefined,
+      stdin_bytes: request.stdin !== undefined ? Buffer.byteLength(request.stdin) : undefined,
+      timeout_s: timeoutS,
+      client: request.client,
+    });
+    let result: ExecResult;
+    try {
+      result = await execCommand(client, {
+        command: request.command,
+        cwd: request.cwd,
+        env: request.env,
+        stdin: request.stdin,
+        timeoutMs: timeoutS * 1000,
+        maxOutputBytes: maxOutput,
+        encoding: request.encoding,
+        signal: request.signal,
+        onOutput: request.onOutput,
+      });
+    } catch (err) {
+      const lost = err instanceof ConnectionLostError;
+      if (lost) device.noteFailure(err);
+      await gateway.record({ event: 'command_end', ...base, error: (err as Error).message });
+      if (lost) throw new GatewayError('connection_lost', `${(err as Error).message}. Check the device (list_connections shows its state) before running it again.`);
+      throw new GatewayError('connect_failed', `could not run the command on "${request.connection}": ${(err as Error).message}`);
+    }
+    await gateway.record({
+      event: 'command_end',
+      ...base,
+      exit_code: result.exit_code,
+      signal: result.signal,
+      duration_ms: result.duration_ms,
+      timed_out: result.timed_out,
+      cancelled: result.cancelled,
+      stdout_bytes: result.stdout.total_bytes,
+      stderr_bytes: result.stderr.total_bytes,
+    });
+    return { ...result, ...base };
+  });
+}

@@ -1,0 +1,124 @@
+// The running gateway: the loaded config, one DeviceConnection per device, the tunnel server when any
+// connection uses it, and the audit sink. MCP tools call into this; nothing here knows about MCP.
+import type { Duplex } from 'node:stream';
+import type { LoadedConfig, ResolvedConnection } from '../config/load.js';
+import { DeviceConnection, type ConnectionHealth } from '../ssh/connection.js';
+import { defaultKnownHostsFiles } from '../ssh/host-keys.js';
+import { GatewayError } from '../errors.js';
+import { logger } from '../util/log.js';
+
+export interface AuditSink {
+  append(event: { event: string; [field: string]: unknown }): Promise<unknown>;
+  close?(): Promise<void>;
+}
+
+export interface TunnelInfo {
+  up: boolean;
+  since?: string;
+  peer?: string;
+  last_down?: string;
+  last_down_reason?: string;
+}
+
+/** What the gateway needs from a tunnel server; the embedded SSH server provides it. */
+export interface TunnelProvider {
+  status(name: string): TunnelInfo;
+  openStream(name: string): Promise<Duplex>;
+}
+
+export interface ConnectionView extends ConnectionHealth {
+  name: string;
+  mode: 'direct' | 'tunnel';
+  user: string;
+  host: string;
+  port: number;
+  tags: string[];
+  tunnel: (TunnelInfo & { setup_hint?: string }) | null;
+  policy: 'none' | 'custom';
+  actions: string[];
+}
+
+export class Gateway {
+  readonly connections = new Map<string, DeviceConnection>();
+  private tunnels?: TunnelProvider;
+
+  constructor(
+    readonly config: LoadedConfig,
+    readonly audit: AuditSink,
+  ) {
+    const fallbackKnownHosts = config.gateway.known_hosts ? [config.gateway.known_hosts] : defaultKnownHostsFiles();
+    for (const c of config.connections) {
+      this.connections.set(
+        c.name,
+        new DeviceConnection(c, {
+          fallbackKnownHosts,
+          openTunnelStream: (name) => this.openTunnelStream(name),
+          defaults: { ...config.gateway.timeouts, ...config.gateway.retry },
+          onEvent: (event) => void this.record(event),
+        }),
+      );
+    }
+  }
+
+  attachTunnels(tunnels: TunnelProvider): void {
+    this.tunnels = tunnels;
+  }
+
+  private openTunnelStream(name: string): Promise<Duplex> {
+    if (!this.tunnels) return Promise.reject(new Error(`the tunnel server is not running, so "${name}" cannot be reached`));
+    return this.tunnels.openStream(name);
+  }
+
+  /** Audit first; an audit failure is logged loudly (the audit module decides whether it may continue). */
+  async record(event: { event: string; [field: string]: unknown }): Promise<void> {
+    try {
+      await this.audit.append(event);
+    } catch (err) {
+      logger.error(`audit log write failed for event ${event.event}: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
+  connection(name: string): DeviceConnection {
+    const found = this.connections.get(name);
+    if (found) return found;
+    const known = [...this.connections.keys()];
+    throw new GatewayError(
+      'unknown_connection',
+      `unknown connection "${name}". Known connections: ${known.length > 0 ? known.join(', ') : '(none configured)'}. Call list_connections to see them with their state.`,
+    );
+  }
+
+  view(c: ResolvedConnection): ConnectionView {
+    const device = this.connection(c.name);
+    const tunnel = c.mode === 'tunnel' ? this.tunnelInfo(c) : null;
+    return {
+      name: c.name,
+      mode: c.mode,
+      user: c.user,
+      host: c.host,
+      port: c.port,
+      tags: c.tags ?? [],
+      ...device.health(tunnel?.up),
+      tunnel,
+      policy: c.effectivePolicy ? 'custom' : 'none',
+      actions: Object.keys(c.actions ?? {}),
+    };
+  }
+
+  private tunnelInfo(c: ResolvedConnection): TunnelInfo & { setup_hint?: string } {
+    const info = this.tunnels?.status(c.name) ?? { up: false };
+    if (!c.edgePublicKeyLine) {
+      return { ...info, setup_hint: `no edge_public_key configured: add "edge_public_key": "<the device's ssh-ed25519 public key line>" to connection "${c.name}", then run edge-setup ${c.name}` };
+    }
+    return info;
+  }
+
+  listConnections(tag?: string): ConnectionView[] {
+    return this.config.connections.filter((c) => !tag || (c.tags ?? []).includes(tag)).map((c) => this.view(c));
+  }
+
+  async close(): Promise<void> {
+    for (const connection of this.connections.values()) connection.close();
+  }
+}

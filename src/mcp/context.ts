@@ -1,0 +1,51 @@
+// What every tool handler gets: the gateway, and a wrapper that audits the call and turns failures into
+// isError results, so no tool can forget either.
+import type { CallToolResult, McpServer, ServerContext } from '@modelcontextprotocol/server';
+import type { Gateway } from '../gateway/gateway.js';
+import { errorResult } from './result.js';
+
+export interface CallerIdentity {
+  client_name?: string;
+  client_version?: string;
+  /** HTTP principal (bearer token name), when served over HTTP. */
+  principal?: string;
+  transport: 'stdio' | 'http';
+}
+
+export type ToolHandler<A> = (args: A, ctx: ServerContext, who: CallerIdentity) => Promise<CallToolResult>;
+
+export interface ToolContext {
+  gateway: Gateway;
+  audited<A>(tool: string, handler: ToolHandler<A>): (args: A, ctx: ServerContext) => Promise<CallToolResult>;
+}
+
+/** Fields of a tool call worth auditing: the target and command, never content, stdin or env values. */
+function auditableArgs(args: unknown): Record<string, unknown> {
+  if (args === null || typeof args !== 'object') return {};
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(args as Record<string, unknown>)) {
+    if (key === 'content' || key === 'stdin') out[`${key}_bytes`] = typeof value === 'string' ? Buffer.byteLength(value) : undefined;
+    else if (key === 'env' && value && typeof value === 'object') out.env_names = Object.keys(value);
+    else out[key] = value;
+  }
+  return out;
+}
+
+export function makeToolContext(gateway: Gateway, server: McpServer, base: Omit<CallerIdentity, 'client_name' | 'client_version'>): ToolContext {
+  const identify = (): CallerIdentity => {
+    const client = server.server.getClientVersion();
+    return { ...base, client_name: client?.name, client_version: client?.version };
+  };
+  return {
+    gateway,
+    audited: (tool, handler) => async (args, ctx) => {
+      const who = identify();
+      try {
+        await gateway.record({ event: 'tool_call', tool, client: who, ...auditableArgs(args) });
+        return await handler(args, ctx, who);
+      } catch (err) {
+        return errorResult(err);
+      }
+    },
+  };
+}

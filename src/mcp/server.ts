@@ -1,0 +1,22 @@
+// Builds the MCP server: one McpServer per client connection, all sharing the same Gateway.
+import { McpServer } from '@modelcontextprotocol/server';
+import type { Gateway } from '../gateway/gateway.js';
+import { makeToolContext, type CallerIdentity } from './context.js';
+import { registerListConnections } from './tools/list-connections.js';
+import { registerRunCommand } from './tools/run-command.js';
+import { VERSION } from '../version.js';
+
+export function createMcpServer(gateway: Gateway, caller: Omit<CallerIdentity, 'client_name' | 'client_version'>): McpServer {
+  const server = new McpServer(
+    { name: 'mcp-ssh-gateway', version: VERSION },
+    {
+      instructions:
+        'SSH gateway to a fleet of devices. Call list_connections first to learn connection names and state, then run_command. ' +
+        'Non-zero exit codes are results, not errors; isError results explain what to do next.',
+    },
+  );
+  const context = makeToolContext(gateway, server, caller);
+  registerListConnections(server, context);
+  registerRunCommand(server, context);
+  return server;
+}

@@ -1,0 +1,290 @@
+// One configured device and its warm SSH connection: opened on first use, shared by concurrent commands up to
+// a session limit (then queued), kept alive, reopened after a drop, closed when idle. Tracks failures and
+// opens a circuit after too many in a row so one bad device fails fast instead of slowing the others.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Client, type ConnectConfig } from './ssh2.js';
+import type { ResolvedConnection } from '../config/load.js';
+import { GatewayError, errorMessage } from '../errors.js';
+import { verifyHostKey, type HostKeyVerdict } from './host-keys.js';
+import { Semaphore } from '../util/semaphore.js';
+
+export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'tunnel_down' | 'failing' | 'circuit_open';
+
+export interface ConnectionEvent {
+  event: 'ssh_connect' | 'ssh_fail' | 'host_key_mismatch' | 'ssh_disconnect';
+  connection: string;
+  [field: string]: unknown;
+}
+
+export interface ConnectionDeps {
+  /** known_hosts files to use when the connection names none (gateway's, else the user's). */
+  fallbackKnownHosts: string[];
+  /** tunnel mode: a stream to the device's sshd through its tunnel; rejects when the tunnel is down. */
+  openTunnelStream?: (name: string) => Promise<Duplex>;
+  onEvent?: (event: ConnectionEvent) => void;
+  defaults?: { connect_s?: number; idle_s?: number; keepalive_s?: number; attempts?: number; backoff_ms?: number; failure_threshold?: number; cooldown_s?: number };
+}
+
+export interface ConnectionHealth {
+  state: ConnectionState;
+  failures: number;
+  last_error: string | null;
+  last_error_at: string | null;
+  last_used: string | null;
+  connected_since: string | null;
+  circuit_retry_at: string | null;
+  active_commands: number;
+  queued_commands: number;
+}
+
+const TRANSIENT = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|Timed out|timed out|socket hang up|closed/i;
+
+export class DeviceConnection {
+  private client: Client | null = null;
+  private connecting: Promise<Client> | null = null;
+  private readonly sessions: Semaphore;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private failures = 0;
+  private lastError: string | null = null;
+  private lastErrorAt: Date | null = null;
+  private lastUsed: Date | null = null;
+  private connectedSince: Date | null = null;
+  private circuitOpenUntil = 0;
+  private closed = false;
+
+  constructor(
+    readonly config: ResolvedConnection,
+    private readonly deps: ConnectionDeps,
+  ) {
+    this.sessions = new Semaphore(config.max_sessions ?? 8);
+  }
+
+  private setting<K extends keyof NonNullable<ConnectionDeps['defaults']>>(key: K, fallback: number): number {
+    const own = { ...this.config.timeouts, ...this.config.retry } as Record<string, number | undefined>;
+    return own[key] ?? this.deps.defaults?.[key] ?? fallback;
+  }
+
+  /** Runs `work` with a warm client while holding one of the connection's session slots. */
+  async withSession<T>(work: (client: Client) => Promise<T>): Promise<T> {
+    this.failIfCircuitOpen();
+    const release = await this.sessions.acquire();
+    this.cancelIdleClose();
+    try {
+      const client = await this.ensureConnected();
+      this.lastUsed = new Date();
+      return await work(client);
+    } finally {
+      release();
+      this.lastUsed = new Date();
+      this.scheduleIdleClose();
+    }
+  }
+
+  /** Records a failure seen while using the connection (e.g. it dropped mid-command). */
+  noteFailure(err: unknown): void {
+    this.failures++;
+    this.lastError = errorMessage(err);
+    this.lastErrorAt = new Date();
+    if (this.failures >= this.setting('failure_threshold', 5)) {
+      this.circuitOpenUntil = Date.now() + this.setting('cooldown_s', 30) * 1000;
+    }
+  }
+
+  health(tunnelUp?: boolean): ConnectionHealth {
+    return {
+      state: this.state(tunnelUp),
+      failures: this.failures,
+      last_error: this.lastError,
+      last_error_at: this.lastErrorAt?.toISOString() ?? null,
+      last_used: this.lastUsed?.toISOString() ?? null,
+      connected_since: this.client ? (this.connectedSince?.toISOString() ?? null) : null,
+      circuit_retry_at: this.circuitOpenUntil > Date.now() ? new Date(this.circuitOpenUntil).toISOString() : null,
+      active_commands: this.sessions.active,
+      queued_commands: this.sessions.waiting,
+    };
+  }
+
+  private state(tunnelUp?: boolean): ConnectionState {
+    if (this.circuitOpenUntil > Date.now()) return 'circuit_open';
+    if (this.config.mode === 'tunnel' && tunnelUp === false) return 'tunnel_down';
+    if (this.client) return 'connected';
+    if (this.connecting) return 'connecting';
+    if (this.failures > 0) return 'failing';
+    return 'idle';
+  }
+
+  private failIfCircuitOpen(): void {
+    if (this.circuitOpenUntil <= Date.now()) return;
+    const retryAt = new Date(this.circuitOpenUntil).toISOString();
+    throw new GatewayError(
+      'circuit_open',
+      `connection "${this.config.name}" failed ${this.failures} times in a row (last: ${this.lastError}); calls fail fast until ${retryAt}, then one attempt is let through. Fix the device or try another connection.`,
+    );
+  }
+
+  private ensureConnected(): Promise<Client> {
+    if (this.closed) return Promise.reject(new GatewayError('connect_failed', `the gateway is shutting down; connection "${this.config.name}" is closed`));
+    if (this.client) return Promise.resolve(this.client);
+    this.connecting ??= this.connectWithRetry().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async connectWithRetry(): Promise<Client> {
+    const attempts = this.setting('attempts', 2);
+    const backoff = this.setting('backoff_ms', 250);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const client = await this.connectOnce();
+        this.failures = 0;
+        this.circuitOpenUntil = 0;
+        return client;
+      } catch (err) {
+        const gatewayError = err instanceof GatewayError ? err : this.classify(err);
+        this.noteFailure(gatewayError);
+        this.deps.onEvent?.({ event: 'ssh_fail', connection: this.config.name, attempt, reason: gatewayError.message });
+        const retryable = !gatewayError.permanent && attempt < attempts && this.circuitOpenUntil <= Date.now();
+        if (!retryable) throw gatewayError;
+        // Full jitter: spreads reconnect storms when many devices fail together.
+        await new Promise((r) => setTimeout(r, Math.random() * backoff * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  private classify(err: unknown): GatewayError {
+    const message = errorMessage(err);
+    const c = this.config;
+    const target = c.mode === 'tunnel' ? `the device's sshd through the tunnel of "${c.name}"` : `${c.host}:${c.port}`;
+    if (/ECONNREFUSED/.test(message)) {
+      return new GatewayError('connect_refused', `connection refused by ${target} for "${c.name}": is sshd running on the device and is port ${c.port} right? Try again later or check the device.`);
+    }
+    if (/All configured authentication methods failed/i.test(message)) {
+      return new GatewayError(
+        'auth_refused',
+        `the device refused the gateway's key for "${c.user}@${c.name}" (${c.id_file}): add the matching public key (${c.id_file}.pub) to ~${c.user}/.ssh/authorized_keys on the device, or fix "user". Password and keyboard-interactive logins are never tried.`,
+        true,
+      );
+    }
+    if (/Timed out while waiting for handshake|ETIMEDOUT/i.test(message)) {
+      return new GatewayError('timeout', `no SSH handshake from ${target} within ${this.setting('connect_s', 15)} s for "${c.name}": the device or network is down or very slow. Try again later.`);
+    }
+    if (/ENOTFOUND|EAI_AGAIN/.test(message)) {
+      return new GatewayError('connect_failed', `cannot resolve host "${c.host}" for "${c.name}": fix "host" in the config.`, true);
+    }
+    return new GatewayError('connect_failed', `cannot connect to ${target} for "${c.name}": ${message}`, !TRANSIENT.test(message));
+  }
+
+  private async openSocket(): Promise<Duplex> {
+    const c = this.config;
+    if (c.mode === 'tunnel') {
+      if (!this.deps.openTunnelStream) throw new GatewayError('tunnel_down', `the tunnel server is not running, so "${c.name}" cannot be reached`);
+      try {
+        return await this.deps.openTunnelStream(c.name);
+      } catch (err) {
+        throw new GatewayError('tunnel_down', errorMessage(err));
+      }
+    }
+    const sock = new net.Socket();
+    // ssh2 never sets TCP_NODELAY; without it Nagle + delayed ACK add ~40 ms to every request (baselines).
+    sock.setNoDelay(true);
+    sock.connect(c.port, c.host);
+    return sock;
+  }
+
+  private async connectOnce(): Promise<Client> {
+    const c = this.config;
+    const sock = await this.openSocket();
+    let verdict: HostKeyVerdict | undefined;
+    const client = new Client();
+    const connectConfig: ConnectConfig = {
+      sock,
+      host: c.host,
+      port: c.port,
+      username: c.user,
+      privateKey: c.privateKey,
+      passphrase: c.passphrase,
+      agent: c.agent ? process.env.SSH_AUTH_SOCK : undefined,
+      // Only key-based methods, ever: never password or keyboard-interactive.
+      authHandler: c.agent && process.env.SSH_AUTH_SOCK ? ['publickey', 'agent'] : ['publickey'],
+      readyTimeout: this.setting('connect_s', 15) * 1000,
+      keepaliveInterval: this.setting('keepalive_s', 15) * 1000,
+      keepaliveCountMax: 3,
+      hostVerifier: (key: Buffer) => {
+        verdict = verifyHostKey(c.host, c.port, key, {
+          connection: c.name,
+          pins: c.host_key === undefined ? undefined : Array.isArray(c.host_key) ? c.host_key : [c.host_key],
+          knownHostsFiles: c.known_hosts ? [c.known_hosts] : this.deps.fallbackKnownHosts,
+        });
+        return verdict.ok;
+      },
+    };
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        client.removeListener('ready', onReady);
+        sock.destroy();
+        if (verdict && !verdict.ok) {
+          this.deps.onEvent?.({ event: 'host_key_mismatch', connection: c.name, kind: verdict.kind, fingerprint: verdict.fingerprint });
+          reject(new GatewayError('host_key', verdict.message, true));
+        } else reject(err);
+      };
+      const onReady = (): void => {
+        client.removeListener('error', onError);
+        resolve();
+      };
+      client.once('ready', onReady);
+      client.once('error', onError);
+      client.connect(connectConfig);
+    });
+    this.adopt(client, verdict);
+    return client;
+  }
+
+  private adopt(client: Client, verdict: HostKeyVerdict | undefined): void {
+    this.client = client;
+    this.connectedSince = new Date();
+    this.deps.onEvent?.({
+      event: 'ssh_connect',
+      connection: this.config.name,
+      mode: this.config.mode,
+      host_key: verdict?.fingerprint,
+      verified_by: verdict?.ok ? verdict.matchedBy : undefined,
+    });
+    // Errors after "ready" (keepalive timeout, reset) are followed by "close"; the listener keeps them from crashing the process.
+    client.on('error', (err) => {
+      this.lastError = errorMessage(err);
+      this.lastErrorAt = new Date();
+    });
+    client.once('close', () => {
+      if (this.client === client) this.client = null;
+      this.deps.onEvent?.({ event: 'ssh_disconnect', connection: this.config.name, reason: this.lastError ?? 'closed' });
+    });
+  }
+
+  private scheduleIdleClose(): void {
+    const idleMs = this.setting('idle_s', 300) * 1000;
+    if (idleMs <= 0 || this.sessions.active > 0 || this.sessions.waiting > 0) return;
+    this.cancelIdleClose();
+    this.idleTimer = setTimeout(() => this.client?.end(), idleMs);
+    this.idleTimer.unref();
+  }
+
+  private cancelIdleClose(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+
+  /** Drops the current connection (e.g. its tunnel went away); the next use reconnects. */
+  disconnect(): void {
+    this.client?.end();
+    this.client?.destroy();
+    this.client = null;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.cancelIdleClose();
+    this.disconnect();
+  }
+}

@@ -1,0 +1,194 @@
+// Runs one command on a warm ssh2 connection: no pty, bounded output, streaming, and a timeout or cancellation
+// that really stops the remote process — also for root logins, where sshd ignores the SSH "signal" request.
+import type { Client, ClientChannel } from './ssh2.js';
+import { OutputCapture, type CapturedOutput, type OutputEncoding } from './output.js';
+import { shellQuote, ENV_NAME } from '../util/shell.js';
+
+export interface ExecRequest {
+  command: string;
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+  timeoutMs: number;
+  maxOutputBytes: number;
+  encoding?: OutputEncoding;
+  signal?: AbortSignal;
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+}
+
+export interface ExecResult {
+  exit_code: number | null;
+  signal: string | null;
+  stdout: CapturedOutput;
+  stderr: CapturedOutput;
+  duration_ms: number;
+  timed_out: boolean;
+  cancelled: boolean;
+}
+
+/** Raised when the connection dies under a running command: its outcome on the device is unknown. */
+export class ConnectionLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConnectionLostError';
+  }
+}
+
+// sshd starts each no-pty command in its own session (setsid), so the shell's PID is the command's process
+// group. The wrapper reports it on stderr before the command starts; the gateway strips that line again.
+const PGID_MARKER = '__mcp_ssh_gateway_pgid=';
+const MARKER_SEARCH_LIMIT = 4096;
+
+export function wrapCommand(request: Pick<ExecRequest, 'command' | 'cwd' | 'env'>): string {
+  const lines = [`printf '%s\\n' "${PGID_MARKER}$$" >&2`];
+  for (const [name, value] of Object.entries(request.env ?? {})) {
+    if (!ENV_NAME.test(name)) throw new Error(`env name "${name}" is not a valid variable name (letters, digits, _; not starting with a digit)`);
+    lines.push(`export ${name}=${shellQuote(value)}`);
+  }
+  if (request.cwd !== undefined) lines.push(`cd -- ${shellQuote(request.cwd)} || exit 1`);
+  lines.push(request.command);
+  return lines.join('\n');
+}
+
+/** Finds and removes the PGID marker line at the start of stderr, passing everything else through untouched. */
+class MarkerStripper {
+  private pending: Buffer | null = Buffer.alloc(0);
+  pgid?: number;
+
+  constructor(private readonly emit: (chunk: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    if (this.pending === null) return this.emit(chunk);
+    this.pending = Buffer.concat([this.pending, chunk]);
+    const text = this.pending.toString('latin1');
+    const at = text.indexOf(PGID_MARKER);
+    const end = at >= 0 ? text.indexOf('\n', at) : -1;
+    if (end >= 0) {
+      this.pgid = Number(text.slice(at + PGID_MARKER.length, end)) || undefined;
+      this.release(Buffer.concat([this.pending.subarray(0, at), this.pending.subarray(end + 1)]));
+    } else if (this.pending.length > MARKER_SEARCH_LIMIT) {
+      this.release(this.pending);
+    }
+  }
+
+  flush(): void {
+    if (this.pending !== null) this.release(this.pending);
+  }
+
+  private release(rest: Buffer): void {
+    this.pending = null;
+    if (rest.length > 0) this.emit(rest);
+  }
+}
+
+function openExec(client: Client, command: string): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => {
+    try {
+      client.exec(command, { pty: false }, (err, channel) => (err ? reject(err) : resolve(channel)));
+    } catch (err) {
+      reject(err as Error);
+    }
+  });
+}
+
+/**
+ * Stops a command's whole process group: TERM, a short grace period, then KILL. Runs as a second short exec
+ * because sshd refuses the SSH signal request for root logins (OpenSSH 9.2, see baselines).
+ */
+export async function killRemoteProcessGroup(client: Client, pgid: number, graceMs = 2000): Promise<void> {
+  const steps = Math.max(1, Math.round(graceMs / 100));
+  const script =
+    `kill -TERM -- -${pgid} 2>/dev/null; i=0; ` +
+    `while kill -0 -- -${pgid} 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done; ` +
+    `kill -KILL -- -${pgid} 2>/dev/null; exit 0`;
+  const channel = await openExec(client, script);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, graceMs + 3000);
+    channel.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    channel.resume();
+    channel.stderr.resume();
+    channel.end();
+  });
+}
+
+export async function execCommand(client: Client, request: ExecRequest): Promise<ExecResult> {
+  const started = performance.now();
+  const stdout = new OutputCapture(request.maxOutputBytes);
+  const stderr = new OutputCapture(request.maxOutputBytes);
+  const channel = await openExec(client, wrapCommand(request));
+  const stripper = new MarkerStripper((chunk) => {
+    stderr.push(chunk);
+    request.onOutput?.('stderr', chunk);
+  });
+
+  let exitCode: number | null = null;
+  let exitSignal: string | null = null;
+  let sawExit = false;
+  let stopReason: 'timeout' | 'cancel' | undefined;
+
+  channel.on('data', (chunk: Buffer) => {
+    stdout.push(chunk);
+    request.onOutput?.('stdout', chunk);
+  });
+  channel.stderr.on('data', (chunk: Buffer) => stripper.push(chunk));
+  channel.on('exit', (code: number | null, signalName?: string) => {
+    sawExit = true;
+    exitCode = typeof code === 'number' ? code : null;
+    exitSignal = signalName ?? null;
+  });
+
+  const stop = (reason: 'timeout' | 'cancel'): void => {
+    if (stopReason || sawExit) return;
+    stopReason = reason;
+    try {
+      channel.signal('TERM'); // Enough for non-root logins; root needs the process-group kill below.
+    } catch {
+      /* channel already closing */
+    }
+    const pgid = stripper.pgid;
+    const killed = pgid ? killRemoteProcessGroup(client, pgid).catch(() => undefined) : Promise.resolve();
+    // Close our side once the group is gone (or after the grace period) so the result returns promptly.
+    void killed.then(() => channel.close());
+  };
+
+  const timer = setTimeout(() => stop('timeout'), request.timeoutMs);
+  const onAbort = (): void => stop('cancel');
+  request.signal?.addEventListener('abort', onAbort, { once: true });
+  if (request.signal?.aborted) onAbort();
+
+  if (request.stdin !== undefined) channel.end(request.stdin);
+  else channel.end();
+
+  let onClientGone: (err?: Error) => void = () => undefined;
+  const lost = new Promise<never>((_, reject) => {
+    onClientGone = (err?: Error): void =>
+      reject(new ConnectionLostError(`the SSH connection was lost while the command was running${err ? ` (${err.message})` : ''}; it may or may not have finished on the device`));
+  });
+  const onClose = (): void => onClientGone();
+  client.on('close', onClose);
+  client.on('error', onClientGone);
+  try {
+    await Promise.race([new Promise<void>((resolve) => channel.once('close', () => resolve())), lost]);
+  } finally {
+    clearTimeout(timer);
+    request.signal?.removeEventListener('abort', onAbort);
+    client.off('close', onClose);
+    client.off('error', onClientGone);
+  }
+  stripper.flush();
+  if (!sawExit && !stopReason) {
+    throw new ConnectionLostError('the device closed the command channel without an exit status; it may or may not have finished');
+  }
+  return {
+    exit_code: exitCode,
+    signal: exitSignal,
+    stdout: stdout.result(request.encoding),
+    stderr: stderr.result(request.encoding),
+    duration_ms: Math.round(performance.now() - started),
+    timed_out: stopReason === 'timeout',
+    cancelled: stopReason === 'cancel',
+  };
+}
