@@ -4,6 +4,7 @@ import { VERSION } from '../version.js';
 import { serveCommand } from './serve.js';
 import { checkCommand } from './check.js';
 import { keygenCommand } from './keygen.js';
+import { auditCommand } from './audit.js';
 import { UsageError, ExitError } from './errors.js';
 import { ConfigError } from '../config/load.js';
 
@@ -14,6 +15,8 @@ Usage:
         Serve MCP over stdio (default). Starts the tunnel server when a connection uses tunnel mode.
   mcp-ssh-gateway check --config FILE [--probe]
         Validate the config (every problem at once, with its JSON path); --probe also connects to each device.
+  mcp-ssh-gateway audit verify FILE [FILE...]
+        Verify the audit log's hash chain (rotated files included); exit 1 and the first broken record if tampered.
   mcp-ssh-gateway keygen --out DIR
         Make an ed25519 host key for the tunnel server and a client key pair.
   mcp-ssh-gateway --help | --version
@@ -27,6 +30,7 @@ const commands: Record<string, Handler> = {
   serve: serveCommand,
   check: checkCommand,
   keygen: keygenCommand,
+  audit: auditCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

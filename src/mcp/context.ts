@@ -40,10 +40,16 @@ export function makeToolContext(gateway: Gateway, server: McpServer, base: Omit<
     gateway,
     audited: (tool, handler) => async (args, ctx) => {
       const who = identify();
+      // Not awaited yet: the handler's own first record (command_start) then shares this write and fsync.
+      // Awaited before anything is returned, so no result leaves the gateway unaudited.
+      const called = gateway.record({ event: 'tool_call', tool, client: who, ...auditableArgs(args) });
+      called.catch(() => undefined);
       try {
-        await gateway.record({ event: 'tool_call', tool, client: who, ...auditableArgs(args) });
-        return await handler(args, ctx, who);
+        const result = await handler(args, ctx, who);
+        await called;
+        return result;
       } catch (err) {
+        await called.catch(() => undefined);
         return errorResult(err);
       }
     },

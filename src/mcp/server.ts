@@ -4,6 +4,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import { makeToolContext, type CallerIdentity } from './context.js';
 import { registerListConnections } from './tools/list-connections.js';
 import { registerRunCommand } from './tools/run-command.js';
+import { registerGetHistory } from './tools/get-history.js';
 import { VERSION } from '../version.js';
 
 export function createMcpServer(gateway: Gateway, caller: Omit<CallerIdentity, 'client_name' | 'client_version'>): McpServer {
@@ -18,5 +19,6 @@ export function createMcpServer(gateway: Gateway, caller: Omit<CallerIdentity, '
   const context = makeToolContext(gateway, server, caller);
   registerListConnections(server, context);
   registerRunCommand(server, context);
+  registerGetHistory(server, context);
   return server;
 }

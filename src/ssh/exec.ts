@@ -81,10 +81,18 @@ class MarkerStripper {
   }
 }
 
-function openExec(client: Client, command: string): Promise<ClientChannel> {
+/**
+ * `attach` runs synchronously inside ssh2's callback: a fast command's data, exit status and close can arrive in
+ * the same packet batch as the exec reply, before any awaiting code would get to add its listeners.
+ */
+function openExec(client: Client, command: string, attach: (channel: ClientChannel) => void): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
     try {
-      client.exec(command, { pty: false }, (err, channel) => (err ? reject(err) : resolve(channel)));
+      client.exec(command, { pty: false }, (err, channel) => {
+        if (err) return reject(err);
+        attach(channel);
+        resolve(channel);
+      });
     } catch (err) {
       reject(err as Error);
     }
@@ -101,24 +109,22 @@ export async function killRemoteProcessGroup(client: Client, pgid: number, grace
     `kill -TERM -- -${pgid} 2>/dev/null; i=0; ` +
     `while kill -0 -- -${pgid} 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done; ` +
     `kill -KILL -- -${pgid} 2>/dev/null; exit 0`;
-  const channel = await openExec(client, script);
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, graceMs + 3000);
-    channel.on('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    channel.resume();
-    channel.stderr.resume();
-    channel.end();
+  let closed!: Promise<void>;
+  const channel = await openExec(client, script, (ch) => {
+    closed = new Promise<void>((resolve) => ch.once('close', () => resolve()));
+    ch.resume();
+    ch.stderr.resume();
   });
+  channel.end();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs + 3000)))]);
+  clearTimeout(timer);
 }
 
 export async function execCommand(client: Client, request: ExecRequest): Promise<ExecResult> {
   const started = performance.now();
   const stdout = new OutputCapture(request.maxOutputBytes);
   const stderr = new OutputCapture(request.maxOutputBytes);
-  const channel = await openExec(client, wrapCommand(request));
   const stripper = new MarkerStripper((chunk) => {
     stderr.push(chunk);
     request.onOutput?.('stderr', chunk);
@@ -128,16 +134,20 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
   let exitSignal: string | null = null;
   let sawExit = false;
   let stopReason: 'timeout' | 'cancel' | undefined;
+  let closed!: Promise<void>;
 
-  channel.on('data', (chunk: Buffer) => {
-    stdout.push(chunk);
-    request.onOutput?.('stdout', chunk);
-  });
-  channel.stderr.on('data', (chunk: Buffer) => stripper.push(chunk));
-  channel.on('exit', (code: number | null, signalName?: string) => {
-    sawExit = true;
-    exitCode = typeof code === 'number' ? code : null;
-    exitSignal = signalName ?? null;
+  const channel = await openExec(client, wrapCommand(request), (ch) => {
+    closed = new Promise<void>((resolve) => ch.once('close', () => resolve()));
+    ch.on('data', (chunk: Buffer) => {
+      stdout.push(chunk);
+      request.onOutput?.('stdout', chunk);
+    });
+    ch.stderr.on('data', (chunk: Buffer) => stripper.push(chunk));
+    ch.on('exit', (code: number | null, signalName?: string) => {
+      sawExit = true;
+      exitCode = typeof code === 'number' ? code : null;
+      exitSignal = signalName ?? null;
+    });
   });
 
   const stop = (reason: 'timeout' | 'cancel'): void => {
@@ -171,7 +181,7 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
   client.on('close', onClose);
   client.on('error', onClientGone);
   try {
-    await Promise.race([new Promise<void>((resolve) => channel.once('close', () => resolve())), lost]);
+    await Promise.race([closed, lost]);
   } finally {
     clearTimeout(timer);
     request.signal?.removeEventListener('abort', onAbort);
