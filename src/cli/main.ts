@@ -5,6 +5,7 @@ import { serveCommand } from './serve.js';
 import { checkCommand } from './check.js';
 import { keygenCommand } from './keygen.js';
 import { auditCommand } from './audit.js';
+import { edgeSetupCommand } from './edge-setup.js';
 import { UsageError, ExitError } from './errors.js';
 import { ConfigError } from '../config/load.js';
 
@@ -12,11 +13,14 @@ const HELP = `mcp-ssh-gateway ${VERSION} — an MCP server that gives AI agents 
 
 Usage:
   mcp-ssh-gateway serve --config FILE [--http HOST:PORT] [--tunnel-listen HOST:PORT]
-        Serve MCP over stdio (default). Starts the tunnel server when a connection uses tunnel mode.
+        Serve MCP over stdio (default) or Streamable HTTP (bearer tokens from gateway.http.tokens). Starts the tunnel server when a connection uses tunnel mode.
   mcp-ssh-gateway check --config FILE [--probe]
         Validate the config (every problem at once, with its JSON path); --probe also connects to each device.
   mcp-ssh-gateway audit verify FILE [FILE...]
         Verify the audit log's hash chain (rotated files included); exit 1 and the first broken record if tampered.
+  mcp-ssh-gateway edge-setup NAME --config FILE [--gateway HOST]
+        Print what a device needs to join in tunnel mode: the ssh -N -R command, the gateway's known_hosts line,
+        and a systemd unit that keeps the tunnel up.
   mcp-ssh-gateway keygen --out DIR
         Make an ed25519 host key for the tunnel server and a client key pair.
   mcp-ssh-gateway --help | --version
@@ -31,6 +35,7 @@ const commands: Record<string, Handler> = {
   check: checkCommand,
   keygen: keygenCommand,
   audit: auditCommand,
+  'edge-setup': edgeSetupCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -3,6 +3,11 @@ import { serveStdio } from '@modelcontextprotocol/server/stdio';
 import { loadConfig } from '../config/load.js';
 import { Gateway } from '../gateway/gateway.js';
 import { createMcpServer } from '../mcp/server.js';
+import { ApprovalDesk } from '../mcp/approval.js';
+import { startHttp } from '../mcp/http.js';
+import { startTunnelServer } from '../gateway/tunnels.js';
+import { parseHostPort } from '../util/net.js';
+import { UsageError } from './errors.js';
 import { AuditLog } from '../audit/index.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { logger } from '../util/log.js';
@@ -16,32 +21,57 @@ export async function serveCommand(args: string[]): Promise<number> {
   });
   const config = loadConfig(requireOption(values.config, '--config'));
   for (const warning of config.warnings) logger.warn(warning);
-  const audit = await AuditLog.open(config.gateway.audit_log, { fsync: config.gateway.audit_fsync ?? 'always' });
+  const audit = await AuditLog.open(config.gateway.audit_log, {
+    fsync: config.gateway.audit_fsync ?? 'always',
+    maxBytes: config.gateway.audit_max_bytes,
+    keep: config.gateway.audit_keep,
+  });
   const gateway = new Gateway(config, audit);
-  await gateway.record({ event: 'gateway_start', version: VERSION, pid: process.pid, transport: values.http ? 'http' : 'stdio' });
+  await gateway.record({ event: 'gateway_start', version: VERSION, pid: process.pid, transport: values.http ?? config.gateway.http?.listen ? 'http' : 'stdio' });
   await gateway.record({ event: 'config_loaded', file: config.file, sha256: config.sha256, connections: config.connections.length });
 
   let stopping: Promise<void> | undefined;
   const stop = (reason: string): Promise<void> =>
     (stopping ??= (async () => {
       logger.info(`stopping (${reason})`);
+      await tunnels?.stop();
       await gateway.close();
       await gateway.record({ event: 'gateway_stop', reason }).catch(() => undefined);
       await audit.close();
     })());
 
-  const handle = serveStdio(() => createMcpServer(gateway, { transport: 'stdio' }), {
-    onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
-  });
-  logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
+  const tunnels = await startTunnelServer(gateway, values['tunnel-listen']);
+  const desk = new ApprovalDesk();
+  const httpListen = values.http ?? config.gateway.http?.listen;
+  let closeTransport: () => Promise<void>;
+  if (httpListen) {
+    let listen: { host: string; port: number };
+    try {
+      listen = parseHostPort(httpListen);
+    } catch (err) {
+      throw new UsageError(`--http: ${(err as Error).message}`);
+    }
+    const endpoint = await startHttp(gateway, desk, listen, config.gateway.httpTokens);
+    logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) at ${endpoint.url}; audit log ${config.gateway.audit_log}`);
+    closeTransport = endpoint.close;
+  } else {
+    const handle = serveStdio(() => createMcpServer(gateway, desk, { transport: 'stdio' }), {
+      onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
+    });
+    logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
+    closeTransport = () => handle.close();
+  }
 
   await new Promise<void>((resolve) => {
-    process.stdin.once('end', () => resolve());
-    process.stdin.once('close', () => resolve());
+    if (!httpListen) {
+      // In stdio mode the client owns our lifetime: when it closes stdin, we are done.
+      process.stdin.once('end', () => resolve());
+      process.stdin.once('close', () => resolve());
+    }
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  await handle.close().catch(() => undefined);
+  await closeTransport().catch(() => undefined);
   await stop('client disconnected or signal');
   return 0;
 }

@@ -8,6 +8,7 @@ import { utils as sshUtils } from '../ssh/ssh2.js';
 import {
   connectionSchema,
   fullConfigSchema,
+  gatewaySchema,
   type ConnectionConfig,
   type GatewayConfig,
   type PolicyConfig,
@@ -46,7 +47,7 @@ export interface LoadedConfig {
   dir: string;
   sha256: string;
   form: 'array' | 'full';
-  gateway: GatewayConfig & { audit_log: string; tunnel_listen: string };
+  gateway: GatewayConfig & { audit_log: string; tunnel_listen: string; httpTokens: { name: string; sha256: Buffer }[] };
   connections: ResolvedConnection[];
   warnings: string[];
 }
@@ -107,35 +108,49 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   const issues: ConfigIssue[] = [];
 
   // Pick the form first so errors point into the right shape instead of a vague "no union member matched".
+  // Each connection is validated on its own, so a schema error in one never hides the file/key problems of
+  // the others: every problem in the file is reported in one go.
   const form = Array.isArray(raw) ? 'array' : 'full';
   let gateway: GatewayConfig = {};
-  let connections: ConnectionConfig[] = [];
+  let gatewayParsed = true;
+  let rawConnections: unknown[] = [];
   let connectionsPrefix: (string | number)[] = [];
   if (form === 'array') {
-    const parsed = z.array(connectionSchema).safeParse(raw);
-    if (!parsed.success) issues.push(...zodIssues(parsed.error, []));
-    else connections = parsed.data;
+    rawConnections = raw as unknown[];
   } else {
     if (raw === null || typeof raw !== 'object') {
       throw new ConfigError(absolute, [{ path: '', message: 'expected a JSON array of connections or an object { "gateway": {...}, "connections": [...] }' }]);
     }
-    const parsed = fullConfigSchema.safeParse(raw);
-    if (!parsed.success) issues.push(...zodIssues(parsed.error, []));
-    else {
+    const parsed = fullConfigSchema.extend({ connections: z.array(z.unknown()) }).safeParse(raw);
+    if (parsed.success) {
       gateway = parsed.data.gateway;
-      connections = parsed.data.connections;
+      rawConnections = parsed.data.connections;
+    } else {
+      issues.push(...zodIssues(parsed.error, []));
+      const partial = raw as { gateway?: unknown; connections?: unknown };
+      const gatewayOnly = gatewaySchema.safeParse(partial.gateway ?? {});
+      if (gatewayOnly.success) gateway = gatewayOnly.data;
+      else gatewayParsed = false;
+      rawConnections = Array.isArray(partial.connections) ? partial.connections : [];
     }
     connectionsPrefix = ['connections'];
   }
-  if (issues.length > 0) throw new ConfigError(absolute, issues);
+  const entries: { index: number; connection: ConnectionConfig }[] = [];
+  rawConnections.forEach((rc, index) => {
+    const parsed = connectionSchema.safeParse(rc);
+    if (parsed.success) entries.push({ index, connection: parsed.data });
+    else issues.push(...zodIssues(parsed.error, [...connectionsPrefix, index]));
+  });
 
   const resolve = (p: string): string => path.resolve(dir, p.startsWith('~/') ? path.join(env.HOME ?? '', p.slice(2)) : p);
-  const resolvedGateway = resolveGateway(gateway, resolve, dir, issues);
-  const resolved = connections.map((c, i) =>
-    resolveConnection(c, [...connectionsPrefix, i], resolve, resolvedGateway, env, issues),
-  );
-  checkAcrossConnections(resolved, connectionsPrefix, issues);
-  if (resolved.some((c) => c.mode === 'tunnel') && !resolvedGateway.tunnel_host_key) {
+  const resolvedGateway = resolveGateway(gateway, resolve, dir, env, issues);
+  const resolvedEntries = entries.map(({ index, connection }) => ({
+    index,
+    connection: resolveConnection(connection, [...connectionsPrefix, index], resolve, resolvedGateway, env, issues),
+  }));
+  const resolved = resolvedEntries.map((e) => e.connection);
+  checkAcrossConnections(resolvedEntries, connectionsPrefix, issues);
+  if (gatewayParsed && resolved.some((c) => c.mode === 'tunnel') && !resolvedGateway.tunnel_host_key) {
     issues.push({
       path: form === 'array' ? '' : 'gateway.tunnel_host_key',
       message:
@@ -160,12 +175,14 @@ function resolveGateway(
   gateway: GatewayConfig,
   resolve: (p: string) => string,
   dir: string,
+  env: NodeJS.ProcessEnv,
   issues: ConfigIssue[],
 ): LoadedConfig['gateway'] {
   const out: LoadedConfig['gateway'] = {
     ...gateway,
     audit_log: resolve(gateway.audit_log ?? path.join(dir, 'audit.log')),
     tunnel_listen: gateway.tunnel_listen ?? '127.0.0.1:2222',
+    httpTokens: resolveHttpTokens(gateway, resolve, env, issues),
   };
   if (gateway.tunnel_host_key) {
     out.tunnel_host_key = resolve(gateway.tunnel_host_key);
@@ -178,6 +195,37 @@ function resolveGateway(
   if (gateway.staging_dir) out.staging_dir = resolve(gateway.staging_dir);
   if (gateway.default_policy) checkPolicyPatterns(gateway.default_policy, 'gateway.default_policy', issues);
   return out;
+}
+
+/** Bearer tokens are kept only as sha256 digests; the raw value comes from an env var or file, never the config. */
+function resolveHttpTokens(gateway: GatewayConfig, resolve: (p: string) => string, env: NodeJS.ProcessEnv, issues: ConfigIssue[]): { name: string; sha256: Buffer }[] {
+  const tokens: { name: string; sha256: Buffer }[] = [];
+  (gateway.http?.tokens ?? []).forEach((t, i) => {
+    const at = `gateway.http.tokens[${i}]`;
+    const sources = [t.token_env, t.token_file, t.token_sha256].filter((v) => v !== undefined).length;
+    if (sources !== 1) {
+      issues.push({ path: at, message: 'give exactly one of token_env (an environment variable name), token_file, or token_sha256' });
+      return;
+    }
+    let raw: string | undefined;
+    if (t.token_env !== undefined) {
+      raw = env[t.token_env];
+      if (!raw) issues.push({ path: `${at}.token_env`, message: `environment variable ${t.token_env} is not set: export it before starting the gateway` });
+    } else if (t.token_file !== undefined) {
+      try {
+        raw = readFileSync(resolve(t.token_file), 'utf8').trim();
+      } catch (err) {
+        issues.push({ path: `${at}.token_file`, message: `cannot read ${resolve(t.token_file)}: ${(err as NodeJS.ErrnoException).code}` });
+      }
+    }
+    if (raw !== undefined && raw.length < 16) {
+      issues.push({ path: at, message: 'token is shorter than 16 characters: use a long random token (e.g. openssl rand -hex 32)' });
+      return;
+    }
+    const sha256 = t.token_sha256 !== undefined ? Buffer.from(t.token_sha256, 'hex') : raw ? createHash('sha256').update(raw).digest() : undefined;
+    if (sha256) tokens.push({ name: t.name, sha256 });
+  });
+  return tokens;
 }
 
 function resolveConnection(
@@ -314,20 +362,24 @@ function checkPolicyPatterns(policy: PolicyConfig, at: string, issues: ConfigIss
   }
 }
 
-function checkAcrossConnections(connections: ResolvedConnection[], prefix: (string | number)[], issues: ConfigIssue[]): void {
+function checkAcrossConnections(
+  entries: { index: number; connection: ResolvedConnection }[],
+  prefix: (string | number)[],
+  issues: ConfigIssue[],
+): void {
   const byName = new Map<string, number>();
-  const byTunnelPort = new Map<number, number>();
-  connections.forEach((c, i) => {
+  const byTunnelPort = new Map<number, ResolvedConnection>();
+  for (const { index, connection: c } of entries) {
     const first = byName.get(c.name);
     if (first !== undefined) {
-      issues.push({ path: formatPath([...prefix, i, 'name']), message: `duplicate name "${c.name}" (also ${formatPath([...prefix, first, 'name'])}): names must be unique` });
-    } else byName.set(c.name, i);
-    if (c.mode !== 'tunnel') return;
+      issues.push({ path: formatPath([...prefix, index, 'name']), message: `duplicate name "${c.name}" (also ${formatPath([...prefix, first, 'name'])}): names must be unique` });
+    } else byName.set(c.name, index);
+    if (c.mode !== 'tunnel') continue;
     const other = byTunnelPort.get(c.port);
     if (other !== undefined) {
-      issues.push({ path: formatPath([...prefix, i, 'port']), message: `tunnel port ${c.port} is already used by "${connections[other].name}": give each tunnel its own port` });
-    } else byTunnelPort.set(c.port, i);
-  });
+      issues.push({ path: formatPath([...prefix, index, 'port']), message: `tunnel port ${c.port} is already used by "${other.name}": give each tunnel its own port` });
+    } else byTunnelPort.set(c.port, c);
+  }
 }
 
 function collectWarnings(connections: ResolvedConnection[], prefix: (string | number)[]): string[] {

@@ -1,5 +1,6 @@
 // The one source of truth for connections.json: validation, types and the published JSON Schema all come from here.
 import { z } from 'zod';
+import { actionSchema } from '../policy/actions.js';
 
 const fingerprint = z
   .string()
@@ -15,53 +16,6 @@ export const policySchema = z
     deny: z.array(z.string()).optional().describe('Regexes; a simple command matching any of them is refused (deny wins).'),
     confirm: z.array(z.string()).optional().describe('Regexes; a simple command matching any of them needs a human to approve it.'),
     read_only: z.boolean().optional().describe('Refuse write_file, upload_file and redirections that write.'),
-  })
-  .strict();
-
-const stringParam = z
-  .object({
-    type: z.literal('string'),
-    description: z.string().optional(),
-    pattern: z.string().optional(),
-    max_length: z.number().int().positive().optional(),
-    default: z.string().optional(),
-  })
-  .strict();
-const integerParam = z
-  .object({
-    type: z.literal('integer'),
-    description: z.string().optional(),
-    min: z.number().int().optional(),
-    max: z.number().int().optional(),
-    default: z.number().int().optional(),
-  })
-  .strict();
-const enumParam = z
-  .object({
-    type: z.literal('enum'),
-    description: z.string().optional(),
-    values: z.array(z.string()).min(1),
-    default: z.string().optional(),
-  })
-  .strict();
-const pathParam = z
-  .object({
-    type: z.literal('path'),
-    description: z.string().optional(),
-    roots: z.array(z.string().startsWith('/')).min(1),
-    default: z.string().optional(),
-  })
-  .strict();
-
-export const actionParamSchema = z.discriminatedUnion('type', [stringParam, integerParam, enumParam, pathParam]);
-
-export const actionSchema = z
-  .object({
-    description: z.string().min(1).describe('What the action does; the model sees it.'),
-    command: z.string().min(1).describe('Command template; {{param}} placeholders are replaced by shell-quoted values.'),
-    params: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), actionParamSchema).optional(),
-    confirm: z.boolean().optional(),
-    timeout_s: z.number().positive().optional(),
   })
   .strict();
 
@@ -134,7 +88,9 @@ export const gatewaySchema = z
     tunnel_listen: hostPort.optional(),
     tunnel_host_key: z.string().optional(),
     audit_log: z.string().optional(),
-    audit_fsync: z.enum(['always', 'never']).optional(),
+    audit_fsync: z.enum(['always', 'never']).optional().describe('fsync each audit record before answering (default always).'),
+    audit_max_bytes: z.number().int().min(4096).optional().describe('Rotate the audit log at this size (default 64 MiB); verification spans rotated files.'),
+    audit_keep: z.number().int().min(1).max(1000).optional().describe('Rotated audit files kept (default 10).'),
     http: httpSchema.optional(),
     max_output_bytes: z.number().int().min(1024).max(64 * 1024 * 1024).optional(),
     default_policy: policySchema.optional(),
@@ -157,8 +113,6 @@ export const fullConfigSchema = z
 export const configFileSchema = z.union([z.array(connectionSchema), fullConfigSchema]);
 
 export type PolicyConfig = z.infer<typeof policySchema>;
-export type ActionConfig = z.infer<typeof actionSchema>;
-export type ActionParamConfig = z.infer<typeof actionParamSchema>;
 export type ConnectionConfig = z.infer<typeof connectionSchema>;
 export type GatewayConfig = z.infer<typeof gatewaySchema>;
 export type TimeoutsConfig = z.infer<typeof timeoutsSchema>;

@@ -37,12 +37,14 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
   const timeoutS = request.timeout_s ?? device.config.timeouts?.command_s ?? gateway.config.gateway.timeouts?.command_s ?? DEFAULT_COMMAND_TIMEOUT_S;
   const commandId = randomUUID();
   const base = { connection: request.connection, command_id: commandId };
+  // What ran, on command_end too: get_history then shows each command with its exit code in one entry.
+  const what = request.auditAs ?? { command: request.command };
 
   return device.withSession(async (client) => {
     await gateway.record({
       event: 'command_start',
       ...base,
-      ...(request.auditAs ?? { command: request.command }),
+      ...what,
       cwd: request.cwd,
       env_names: request.env ? Object.keys(request.env) : undefined,
       stdin_bytes: request.stdin !== undefined ? Buffer.byteLength(request.stdin) : undefined,
@@ -65,13 +67,14 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
     } catch (err) {
       const lost = err instanceof ConnectionLostError;
       if (lost) device.noteFailure(err);
-      await gateway.record({ event: 'command_end', ...base, error: (err as Error).message });
+      await gateway.record({ event: 'command_end', ...base, ...what, error: (err as Error).message });
       if (lost) throw new GatewayError('connection_lost', `${(err as Error).message}. Check the device (list_connections shows its state) before running it again.`);
       throw new GatewayError('connect_failed', `could not run the command on "${request.connection}": ${(err as Error).message}`);
     }
     await gateway.record({
       event: 'command_end',
       ...base,
+      ...what,
       exit_code: result.exit_code,
       signal: result.signal,
       duration_ms: result.duration_ms,

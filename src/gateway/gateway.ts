@@ -54,7 +54,8 @@ export class Gateway {
           fallbackKnownHosts,
           openTunnelStream: (name) => this.openTunnelStream(name),
           defaults: { ...config.gateway.timeouts, ...config.gateway.retry },
-          onEvent: (event) => void this.record(event),
+          // record() already logs a failed write; a rejection here must not become an unhandled one that kills the process.
+          onEvent: (event) => void this.record(event).catch(() => undefined),
         }),
       );
     }
@@ -119,6 +120,6 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
-    for (const connection of this.connections.values()) connection.close();
+    await Promise.all([...this.connections.values()].map((connection) => connection.close()));
   }
 }

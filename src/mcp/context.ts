@@ -3,6 +3,8 @@
 import type { CallToolResult, McpServer, ServerContext } from '@modelcontextprotocol/server';
 import type { Gateway } from '../gateway/gateway.js';
 import { errorResult } from './result.js';
+import { NeedsApproval } from './approval.js';
+import type { Authorizer } from './guard.js';
 
 export interface CallerIdentity {
   client_name?: string;
@@ -16,6 +18,8 @@ export type ToolHandler<A> = (args: A, ctx: ServerContext, who: CallerIdentity) 
 
 export interface ToolContext {
   gateway: Gateway;
+  /** The policy step; throws a refusal, or NeedsApproval to ask a human. */
+  authorize: Authorizer;
   audited<A>(tool: string, handler: ToolHandler<A>): (args: A, ctx: ServerContext) => Promise<CallToolResult>;
 }
 
@@ -31,13 +35,19 @@ function auditableArgs(args: unknown): Record<string, unknown> {
   return out;
 }
 
-export function makeToolContext(gateway: Gateway, server: McpServer, base: Omit<CallerIdentity, 'client_name' | 'client_version'>): ToolContext {
+export function makeToolContext(
+  gateway: Gateway,
+  server: McpServer,
+  authorize: Authorizer,
+  base: Omit<CallerIdentity, 'client_name' | 'client_version'>,
+): ToolContext {
   const identify = (): CallerIdentity => {
     const client = server.server.getClientVersion();
     return { ...base, client_name: client?.name, client_version: client?.version };
   };
   return {
     gateway,
+    authorize,
     audited: (tool, handler) => async (args, ctx) => {
       const who = identify();
       // Not awaited yet: the handler's own first record (command_start) then shares this write and fsync.
@@ -50,6 +60,7 @@ export function makeToolContext(gateway: Gateway, server: McpServer, base: Omit<
         return result;
       } catch (err) {
         await called.catch(() => undefined);
+        if (err instanceof NeedsApproval) return err.result;
         return errorResult(err);
       }
     },

@@ -143,6 +143,8 @@ export class DeviceConnection {
         return client;
       } catch (err) {
         const gatewayError = err instanceof GatewayError ? err : this.classify(err);
+        // A tunnel that is down is a known state shown as tunnel_down, not a misbehaving device: no retry, no circuit.
+        if (gatewayError.kind === 'tunnel_down') throw gatewayError;
         this.noteFailure(gatewayError);
         this.deps.onEvent?.({ event: 'ssh_fail', connection: this.config.name, attempt, reason: gatewayError.message });
         const retryable = !gatewayError.permanent && attempt < attempts && this.circuitOpenUntil <= Date.now();
@@ -223,6 +225,9 @@ export class DeviceConnection {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         client.removeListener('ready', onReady);
+        // ssh2 can emit a second error for the same failed attempt (a handshake timeout is followed by
+        // "Connection lost before handshake" when the socket closes); unhandled, it would crash the gateway.
+        client.on('error', () => undefined);
         sock.destroy();
         if (verdict && !verdict.ok) {
           this.deps.onEvent?.({ event: 'host_key_mismatch', connection: c.name, kind: verdict.kind, fingerprint: verdict.fingerprint });
@@ -282,9 +287,22 @@ export class DeviceConnection {
     this.client = null;
   }
 
-  close(): void {
+  /** Closes for good; resolves once the SSH connection has closed (so its ssh_disconnect is recorded first), at most 2 s. */
+  close(): Promise<void> {
     this.closed = true;
     this.cancelIdleClose();
+    const client = this.client;
+    const closed = client
+      ? new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 2000);
+          timer.unref();
+          client.once('close', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        })
+      : Promise.resolve();
     this.disconnect();
+    return closed;
   }
 }

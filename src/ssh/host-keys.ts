@@ -122,16 +122,18 @@ export function verifyHostKey(host: string, port: number, blob: Buffer, policy: 
     };
   }
   const name = knownHostsName(host, port);
+  const files = policy.knownHostsFiles.map((file) => ({ file, entries: readKnownHosts(file).filter((e) => hostPatternsMatch(e.patterns, name)) }));
+  // Revocation first, in every file: a @revoked line wins wherever it is, as in OpenSSH.
+  for (const { file, entries } of files) {
+    if (entries.some((e) => e.marker === '@revoked' && e.blob.equals(blob))) {
+      return { ok: false, kind: 'revoked', fingerprint, message: `host key ${fingerprint} for "${policy.connection}" is marked @revoked in ${file}: refusing to connect.` };
+    }
+  }
   let sawHost = false;
-  for (const file of policy.knownHostsFiles) {
-    for (const entry of readKnownHosts(file)) {
-      if (!hostPatternsMatch(entry.patterns, name)) continue;
-      const sameKey = entry.blob.equals(blob);
-      if (entry.marker === '@revoked' && sameKey) {
-        return { ok: false, kind: 'revoked', fingerprint, message: `host key ${fingerprint} for "${policy.connection}" is marked @revoked in ${file}: refusing to connect.` };
-      }
+  for (const { file, entries } of files) {
+    for (const entry of entries) {
       if (entry.marker) continue; // @cert-authority: certificates are not supported, so it neither trusts nor conflicts.
-      if (sameKey) return { ok: true, fingerprint, matchedBy: file };
+      if (entry.blob.equals(blob)) return { ok: true, fingerprint, matchedBy: file };
       sawHost = true;
     }
   }

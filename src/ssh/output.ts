@@ -36,7 +36,8 @@ export class OutputCapture {
     let rest = chunk;
     if (this.headBytes < this.headCap) {
       const take = Math.min(this.headCap - this.headBytes, rest.length);
-      this.head.push(rest.subarray(0, take));
+      // Copy, as for the tail: a view would keep the whole incoming chunk alive for the command's lifetime.
+      this.head.push(Buffer.from(rest.subarray(0, take)));
       this.headBytes += take;
       rest = rest.subarray(take);
     }

@@ -79,7 +79,7 @@ export function summarize(r: CommandResult): string {
   return parts.join('\n');
 }
 
-export function registerRunCommand(server: McpServer, { gateway, audited }: ToolContext): void {
+export function registerRunCommand(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
   server.registerTool(
     'run_command',
     {
@@ -91,6 +91,7 @@ export function registerRunCommand(server: McpServer, { gateway, audited }: Tool
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
     },
     audited('run_command', async (args, ctx, who) => {
+      await authorize({ connection: args.connection, command: args.command, env: args.env, ctx, who });
       const streamer = OutputStreamer.forRequest(ctx);
       const outcome = await runCommandOnDevice(gateway, {
         connection: args.connection,

@@ -1,0 +1,81 @@
+// The policy step of every command-running tool: MCP tool → policy (here) → connection → SSH → audit.
+// Deny and refuse with the rule and what is allowed instead; ask a human for `confirm`; let the rest through.
+import type { McpServer, ServerContext } from '@modelcontextprotocol/server';
+import type { Gateway } from '../gateway/gateway.js';
+import { GatewayError } from '../errors.js';
+import { evaluateCommand, type PolicyDecision } from '../policy/index.js';
+import { ApprovalDesk, NeedsApproval, clientCanElicit } from './approval.js';
+import type { CallerIdentity } from './context.js';
+
+export interface AuthorizeRequest {
+  connection: string;
+  /** The exact command line that would run. */
+  command: string;
+  ctx: ServerContext;
+  who: CallerIdentity;
+  /** Actions: operator-written templates skip the pattern lists; `confirm: true` on the action still asks a human. */
+  action?: { name: string; confirm: boolean };
+  /** Environment for the command: under a policy it is refused, since PATH, LD_PRELOAD, BASH_ENV... change what runs. */
+  env?: Record<string, string>;
+  /** Tools that cannot carry an approval round (fan-out) refuse confirm commands instead of asking. */
+  canAsk?: boolean;
+}
+
+export type Authorizer = (request: AuthorizeRequest) => Promise<void>;
+
+function alternatives(gateway: Gateway, connection: string): string {
+  const actions = Object.entries(gateway.connection(connection).config.actions ?? {});
+  if (actions.length === 0) return 'Ask the operator to allow it in the connection\'s policy, or to add an action for it.';
+  return `Allowed instead: run_action with ${actions.map(([name, a]) => `"${name}" (${a.description})`).join(', ')}.`;
+}
+
+export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: ApprovalDesk): Authorizer {
+  return async ({ connection, command, ctx, who, action, env, canAsk = true }) => {
+    const device = gateway.connection(connection);
+    if (device.config.effectivePolicy && env && Object.keys(env).length > 0) {
+      await gateway.record({ event: 'policy_denial', connection, command, client: who, rule: 'env', reason: 'env under a policy' });
+      throw new GatewayError(
+        'policy_denied',
+        `refused: "${connection}" has a policy, and environment variables (${Object.keys(env).join(', ')}) could change what the command runs (PATH, LD_PRELOAD, BASH_ENV...). Put values in the command line where the policy can see them, or use an action. Nothing was run.`,
+      );
+    }
+    const decision: PolicyDecision = action
+      ? action.confirm
+        ? { decision: 'confirm', rule: `action ${action.name}`, reason: `action "${action.name}" is marked confirm: true` }
+        : { decision: 'allow' }
+      : device.config.effectivePolicy
+        ? await evaluateCommand(command, device.config.effectivePolicy)
+        : { decision: 'allow' };
+    const base = { connection, command, action: action?.name, client: who };
+
+    if (decision.decision === 'allow') return;
+    if (decision.decision === 'deny') {
+      await gateway.record({ event: 'policy_denial', ...base, rule: decision.rule, reason: decision.reason });
+      throw new GatewayError('policy_denied', `refused by the policy of "${connection}" (${decision.rule}): ${decision.reason} Nothing was run. ${alternatives(gateway, connection)}`);
+    }
+
+    const subject = ApprovalDesk.subjectOf(connection, command);
+    const answer = desk.answer(ctx, subject);
+    if (answer === 'granted') {
+      await gateway.record({ event: 'approval_granted', ...base, rule: decision.rule });
+      return;
+    }
+    if (answer === 'declined') {
+      await gateway.record({ event: 'approval_refused', ...base, rule: decision.rule, reason: 'declined by the human' });
+      throw new GatewayError('policy_denied', `a human declined to run this on "${connection}" (${decision.rule}). Nothing was run. Do not retry it unchanged; ask the human what they want instead.`);
+    }
+    if (!canAsk || !clientCanElicit(server, ctx)) {
+      const why = canAsk ? 'this MCP client cannot ask its human (it did not declare elicitation support)' : 'this tool cannot ask for approval per device';
+      await gateway.record({ event: 'approval_refused', ...base, rule: decision.rule, reason: why });
+      throw new GatewayError(
+        'policy_denied',
+        `this needs a human's approval on "${connection}" (${decision.reason}), but ${why}, so it was refused. Nothing was run. ${canAsk ? 'Use a client that supports elicitation, or ask the operator to run it.' : 'Run it per device with run_command so each can be approved.'}`,
+      );
+    }
+    await gateway.record({ event: 'approval_asked', ...base, rule: decision.rule, reason: decision.reason });
+    const message =
+      `The agent wants to run on "${connection}" (${device.config.user}@${device.config.host}):\n\n${command}\n\n` +
+      `It needs your approval because ${decision.reason} (${decision.rule}). Approve?`;
+    throw new NeedsApproval(await desk.ask(ctx, subject, message));
+  };
+}

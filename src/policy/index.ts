@@ -1,0 +1,24 @@
+// The policy plane: what may run on a device (policy.ts), how a command line is read (shell.ts), and
+// operator-defined actions (actions.ts). Pure logic: no SSH, no MCP.
+export {
+  evaluateCommand,
+  compilePolicy,
+  policyWarnings,
+  checkCommandInput,
+  MAX_COMMAND_BYTES,
+  type Policy,
+  type CompiledPolicy,
+  type CompiledRule,
+  type PolicyDecision,
+} from './policy.js';
+export { parseCommandLine, shellQuote, type ShellParse, type SimpleCommand, type Redirection } from './shell.js';
+export {
+  actionSchema,
+  paramSpecSchema,
+  renderAction,
+  validateActionTemplate,
+  describeActions,
+  type ActionConfig,
+  type ParamSpec,
+  type RenderResult,
+} from './actions.js';

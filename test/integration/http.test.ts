@@ -1,0 +1,88 @@
+// Streamable HTTP: the real MCP client over HTTP, bearer tokens required, the principal audited.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { Sshd, freePort } from '../helpers/sshd.js';
+import { writeConfig, directConnection, CLI } from '../helpers/gateway.js';
+
+const TOKEN = 'test-token-0123456789abcdef-very-long';
+let sshd: Sshd;
+let gateway: ChildProcess;
+let url: string;
+let auditPath: string;
+
+before(async () => {
+  sshd = await Sshd.start();
+  const port = await freePort();
+  const { dir, configPath } = await writeConfig({
+    gateway: { http: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'ci-agent', token_env: 'MCPGW_TEST_TOKEN' }] } },
+    connections: [directConnection(sshd)],
+  });
+  auditPath = `${dir}/audit.log`;
+  gateway = spawn(process.execPath, [CLI, 'serve', '--config', configPath], {
+    env: { ...process.env, MCPGW_TEST_TOKEN: TOKEN },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  gateway.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  url = `http://127.0.0.1:${port}/mcp`;
+  // Wait until the listener answers (any HTTP answer will do).
+  for (let i = 0; ; i++) {
+    const up = await fetch(url, { method: 'POST' }).then(() => true, () => false);
+    if (up) break;
+    if (i > 100) throw new Error(`gateway did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+after(async () => {
+  gateway?.kill('SIGTERM');
+  await sshd?.stop();
+});
+
+async function connect(token?: string): Promise<Client> {
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: token ? { headers: { authorization: `Bearer ${token}` } } : undefined,
+  });
+  const client = new Client({ name: 'http-test', version: '1.0.0' });
+  await client.connect(transport);
+  return client;
+}
+
+test('a request without the bearer token is refused with 401 and runs nothing', async () => {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  });
+  assert.equal(response.status, 401);
+  assert.match(response.headers.get('www-authenticate') ?? '', /Bearer/);
+  const wrong = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer not-the-token-at-all-123456' } });
+  assert.equal(wrong.status, 401);
+  await assert.rejects(connect());
+});
+
+test('with the token, the MCP client runs a command over HTTP and the audit log names the principal', async () => {
+  const client = await connect(TOKEN);
+  try {
+    const result = await client.callTool({ name: 'run_command', arguments: { connection: 'dev1', command: 'echo over-http' } });
+    assert.notEqual(result.isError, true, JSON.stringify(result.content));
+    assert.equal((result.structuredContent as { stdout: string }).stdout, 'over-http\n');
+  } finally {
+    await client.close();
+  }
+  const records = (await readFile(auditPath, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const call = records.find((r) => r.event === 'tool_call' && r.tool === 'run_command');
+  assert.ok(call, 'tool_call record present');
+  assert.equal((call.client as { principal?: string }).principal, 'ci-agent');
+  assert.equal((call.client as { transport?: string }).transport, 'http');
+  assert.ok(records.some((r) => r.event === 'http_auth_failed'), 'refused requests are audited');
+  assert.ok(!JSON.stringify(records).includes(TOKEN), 'the token never reaches the audit log');
+});
+
+test('nothing but /mcp is served', async () => {
+  const response = await fetch(url.replace('/mcp', '/'), { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(response.status, 404);
+});
