@@ -14,6 +14,7 @@ import {
   type PolicyConfig,
 } from './schema.js';
 import { isLoopbackHost } from '../util/net.js';
+import { policyWarnings } from '../policy/policy.js';
 
 export interface ConfigIssue {
   path: string;
@@ -167,7 +168,10 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     form,
     gateway: resolvedGateway,
     connections: resolved,
-    warnings: collectWarnings(resolved, connectionsPrefix),
+    warnings: [
+      ...(resolvedGateway.default_policy ? policyWarnings(resolvedGateway.default_policy).map((w) => `gateway.default_policy.${w}`) : []),
+      ...collectWarnings(resolved, connectionsPrefix),
+    ],
   };
 }
 
@@ -387,6 +391,9 @@ function collectWarnings(connections: ResolvedConnection[], prefix: (string | nu
   connections.forEach((c, i) => {
     if (!c.effectivePolicy) {
       warnings.push(`${formatPath([...prefix, i])} ("${c.name}"): no policy — every command the agent sends will run. Add a "policy" or gateway.default_policy.`);
+    }
+    if (c.policy) {
+      for (const w of policyWarnings(c.policy)) warnings.push(`${formatPath([...prefix, i, 'policy'])}.${w}`);
     }
     if (c.mode === 'tunnel' && !c.edgePublicKeyLine) {
       warnings.push(

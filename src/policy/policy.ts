@@ -191,6 +191,16 @@ function decideParts(
   }
   const notAllowed = policy.allow ? commands.find((c) => !isAllowed(policy, c.text)) : undefined;
   if (notAllowed) return refuseNotAllowed(policy, notAllowed, commands.length);
+  // Under an allow list a file write is a part of the line like any command: it must be allowed as `>target`.
+  const unallowedWrite = policy.allow ? redirections.find((r) => r.writes && !isAllowed(policy, redirectionText(r))) : undefined;
+  if (unallowedWrite) {
+    return deny(
+      'allow (no match)',
+      `\`${redirectionText(unallowedWrite)}\` writes to a file, and no allow rule matches that write. ` +
+        'Drop the redirection (the output comes back to you anyway), or ask the operator to allow writing there.' +
+        allowedHint(policy),
+    );
+  }
   return askIfConfirm(policy, commands) ?? { decision: 'allow' };
 }
 

@@ -8,6 +8,7 @@
 //     a deliberately small subset of the shell; anything outside it, or whose value only the device can
 //     know (expansions, globs in a command name, brace expansion, ~), makes the line `uncertain`.
 // A line is `ok` only when both parsers agree and nothing in it is uncertain.
+import { shellQuote } from '../util/shell.js';
 import { parse as shSyntaxParse, LangVariant, type File as ShFile, type Redirect as ShRedirect } from 'sh-syntax';
 
 export interface SimpleCommand {
@@ -56,9 +57,8 @@ export async function parseCommandLine(line: string): Promise<ShellParse> {
 }
 
 /** POSIX single-quoting: the shell reads the result back as exactly one word equal to `value`. */
-export function shellQuote(value: string): string {
-  return `'${value.replaceAll("'", `'\\''`)}'`;
-}
+
+export { shellQuote };
 
 async function analyze(line: string): Promise<ShellParse> {
   let grammar: ShFile;

@@ -572,8 +572,15 @@ function fingerprintOf(blob: Buffer): string {
   return 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
 }
 
+const SOCKET_ERRORS: Record<string, string> = {
+  ECONNRESET: 'connection reset by the edge',
+  ETIMEDOUT: 'connection timed out',
+  EPIPE: 'connection broken',
+};
+
 function describeError(err: Error & { code?: unknown }): string {
-  return typeof err.code === 'string' ? `${err.code}: ${err.message}` : err.message;
+  if (typeof err.code === 'string') return SOCKET_ERRORS[err.code] ?? `${err.code}: ${err.message}`;
+  return err.message;
 }
 
 function socketKey(address: string | undefined, port: number | undefined): string {

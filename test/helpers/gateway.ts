@@ -43,7 +43,13 @@ export async function writeConfig(config: unknown, dir?: string): Promise<{ dir:
 
 export async function startGateway(
   config: unknown,
-  options: { env?: Record<string, string>; clientName?: string; capabilities?: Record<string, unknown> } = {},
+  options: {
+    env?: Record<string, string>;
+    clientName?: string;
+    capabilities?: Record<string, unknown>;
+    /** Runs before connect, e.g. to register an elicitation handler. */
+    setup?: (client: Client) => void;
+  } = {},
 ): Promise<GatewayUnderTest> {
   const { dir, configPath } = await writeConfig(config);
   let stderr = '';
@@ -57,6 +63,7 @@ export async function startGateway(
     stderr += d.toString();
   });
   const client = new Client({ name: options.clientName ?? 'gateway-test', version: '1.0.0' }, { capabilities: options.capabilities ?? {} });
+  options.setup?.(client);
   await client.connect(transport);
   return {
     client,
