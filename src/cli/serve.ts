@@ -1,5 +1,5 @@
 // serve: MCP over stdio (or HTTP), with the tunnel server when any connection uses tunnel mode.
-import { serveStdio } from '@modelcontextprotocol/server/stdio';
+import { serveStdio, StdioServerTransport } from '@modelcontextprotocol/server/stdio';
 import { loadConfig } from '../config/load.js';
 import { Gateway } from '../gateway/gateway.js';
 import { createMcpServer } from '../mcp/server.js';
@@ -12,6 +12,8 @@ import { AuditLog } from '../audit/index.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { logger } from '../util/log.js';
 import { VERSION } from '../version.js';
+
+const STDIO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export async function serveCommand(args: string[]): Promise<number> {
   const { values } = parseCommandArgs(args, {
@@ -42,6 +44,7 @@ export async function serveCommand(args: string[]): Promise<number> {
 
   const tunnels = await startTunnelServer(gateway, values['tunnel-listen']);
   const desk = new ApprovalDesk();
+  let transportClosed: () => void = () => undefined;
   const httpListen = values.http ?? config.gateway.http?.listen;
   let closeTransport: () => Promise<void>;
   if (httpListen) {
@@ -55,14 +58,25 @@ export async function serveCommand(args: string[]): Promise<number> {
     logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) at ${endpoint.url}; audit log ${config.gateway.audit_log}`);
     closeTransport = endpoint.close;
   } else {
+    // The SDK's default 10 MiB message limit closes the transport on a larger message and leaves the gateway deaf;
+    // 64 MiB admits any valid request (inputs are capped far below by the tool schemas, which answer with an error).
+    const transport = new StdioServerTransport(process.stdin, process.stdout, { maxBufferSize: STDIO_MAX_MESSAGE_BYTES });
     const handle = serveStdio(() => createMcpServer(gateway, desk, { transport: 'stdio' }), {
+      transport,
       onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
     });
+    // If the transport closes on its own (e.g. a message beyond even that limit), stop instead of idling deaf.
+    const onClose = transport.onclose;
+    transport.onclose = () => {
+      onClose?.();
+      transportClosed();
+    };
     logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
     closeTransport = () => handle.close();
   }
 
   await new Promise<void>((resolve) => {
+    transportClosed = resolve;
     if (!httpListen) {
       // In stdio mode the client owns our lifetime: when it closes stdin, we are done.
       process.stdin.once('end', () => resolve());

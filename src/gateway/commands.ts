@@ -53,7 +53,8 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
     });
     let result: ExecResult;
     try {
-      result = await execCommand(client, {
+      // The audit write above yields; if the connection died meanwhile, reconnect rather than fail on it.
+      result = await execCommand(await device.usableClient(client), {
         command: request.command,
         cwd: request.cwd,
         env: request.env,
@@ -68,6 +69,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
       const lost = err instanceof ConnectionLostError;
       if (lost) device.noteFailure(err);
       await gateway.record({ event: 'command_end', ...base, ...what, error: (err as Error).message });
+      if (err instanceof GatewayError) throw err; // reconnecting failed: the command never left, the error says why
       if (lost) throw new GatewayError('connection_lost', `${(err as Error).message}. Check the device (list_connections shows its state) before running it again.`);
       throw new GatewayError('connect_failed', `could not run the command on "${request.connection}": ${(err as Error).message}`);
     }

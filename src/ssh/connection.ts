@@ -40,8 +40,18 @@ export interface ConnectionHealth {
 
 const TRANSIENT = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|Timed out|timed out|socket hang up|closed/i;
 
+/** ssh2's own test before it sends anything ("Not connected" otherwise): writable, and no EOF read yet. */
+function socketUsable(sock: Duplex | undefined): boolean {
+  if (!sock) return true; // not ours to judge
+  const readable = (sock as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  return sock.writable && !sock.destroyed && readable?.ended !== true;
+}
+
 export class DeviceConnection {
   private client: Client | null = null;
+  /** Clients not yet closed, including one that ended but whose "close" is still to come. */
+  private readonly openClients = new Set<Client>();
+  private readonly clientSocks = new WeakMap<Client, Duplex>();
   private connecting: Promise<Client> | null = null;
   private readonly sessions: Semaphore;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -79,6 +89,16 @@ export class DeviceConnection {
       this.lastUsed = new Date();
       this.scheduleIdleClose();
     }
+  }
+
+  /**
+   * The client to send a command on right now: `client` while its socket is usable, else a new connection. The old
+   * one died after the session began (e.g. the device restarted) and nothing was sent on it, so reconnecting is safe.
+   */
+  async usableClient(client: Client): Promise<Client> {
+    if (socketUsable(this.clientSocks.get(client))) return client;
+    if (this.client === client) this.client = null;
+    return this.ensureConnected();
   }
 
   /** Records a failure seen while using the connection (e.g. it dropped mid-command). */
@@ -125,6 +145,9 @@ export class DeviceConnection {
 
   private ensureConnected(): Promise<Client> {
     if (this.closed) return Promise.reject(new GatewayError('connect_failed', `the gateway is shutting down; connection "${this.config.name}" is closed`));
+    // A connection whose socket already saw EOF is dead even if ssh2 has not said "close" yet: don't hand it out
+    // (exec would throw "Not connected" though the command never left); reconnect instead.
+    if (this.client && !socketUsable(this.clientSocks.get(this.client))) this.client = null;
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= this.connectWithRetry().finally(() => {
       this.connecting = null;
@@ -242,6 +265,7 @@ export class DeviceConnection {
       client.once('error', onError);
       client.connect(connectConfig);
     });
+    this.clientSocks.set(client, sock);
     this.adopt(client, verdict);
     return client;
   }
@@ -256,13 +280,22 @@ export class DeviceConnection {
       host_key: verdict?.fingerprint,
       verified_by: verdict?.ok ? verdict.matchedBy : undefined,
     });
+    this.openClients.add(client);
     // Errors after "ready" (keepalive timeout, reset) are followed by "close"; the listener keeps them from crashing the process.
+    // From "end" or "error" on, the client can't send ("Not connected") though "close" comes a tick later: a call in between
+    // must open a new connection rather than fail on this one.
+    const unusable = (): void => {
+      if (this.client === client) this.client = null;
+    };
     client.on('error', (err) => {
       this.lastError = errorMessage(err);
       this.lastErrorAt = new Date();
+      unusable();
     });
+    client.once('end', unusable);
     client.once('close', () => {
-      if (this.client === client) this.client = null;
+      unusable();
+      this.openClients.delete(client);
       this.deps.onEvent?.({ event: 'ssh_disconnect', connection: this.config.name, reason: this.lastError ?? 'closed' });
     });
   }
@@ -287,22 +320,24 @@ export class DeviceConnection {
     this.client = null;
   }
 
-  /** Closes for good; resolves once the SSH connection has closed (so its ssh_disconnect is recorded first), at most 2 s. */
+  /** Closes for good; resolves once its SSH connections have closed (so their ssh_disconnect is recorded first), at most 2 s. */
   close(): Promise<void> {
     this.closed = true;
     this.cancelIdleClose();
-    const client = this.client;
-    const closed = client
-      ? new Promise<void>((resolve) => {
+    const closing = [...this.openClients].map(
+      (client) =>
+        new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, 2000);
           timer.unref();
           client.once('close', () => {
             clearTimeout(timer);
             resolve();
           });
-        })
-      : Promise.resolve();
+          client.end();
+          client.destroy();
+        }),
+    );
     this.disconnect();
-    return closed;
+    return Promise.all(closing).then(() => undefined);
   }
 }

@@ -38,6 +38,10 @@ export class ConnectionLostError extends Error {
 // group. The wrapper reports it on stderr before the command starts; the gateway strips that line again.
 const PGID_MARKER = '__mcp_ssh_gateway_pgid=';
 const MARKER_SEARCH_LIMIT = 4096;
+/** How long a stop waits for a PGID marker that is still on its way (timeout or cancel right after the start). */
+const PGID_WAIT_MS = 3000;
+/** After killing and closing, how long to wait for sshd to close the channel before giving up on it. */
+const CLOSE_WAIT_MS = 5000;
 
 export function wrapCommand(request: Pick<ExecRequest, 'command' | 'cwd' | 'env'>): string {
   const lines = [`printf '%s\\n' "${PGID_MARKER}$$" >&2`];
@@ -54,6 +58,9 @@ export function wrapCommand(request: Pick<ExecRequest, 'command' | 'cwd' | 'env'
 class MarkerStripper {
   private pending: Buffer | null = Buffer.alloc(0);
   pgid?: number;
+  private settle!: (pgid: number | undefined) => void;
+  /** Resolves with the PGID once the marker is seen, or undefined once it can no longer come. */
+  readonly found = new Promise<number | undefined>((resolve) => (this.settle = resolve));
 
   constructor(private readonly emit: (chunk: Buffer) => void) {}
 
@@ -77,6 +84,7 @@ class MarkerStripper {
 
   private release(rest: Buffer): void {
     this.pending = null;
+    this.settle(this.pgid);
     if (rest.length > 0) this.emit(rest);
   }
 }
@@ -125,6 +133,11 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
   const started = performance.now();
   const stdout = new OutputCapture(request.maxOutputBytes);
   const stderr = new OutputCapture(request.maxOutputBytes);
+  if (request.signal?.aborted) {
+    // Cancelled while it waited for a session slot: never start it.
+    const empty = (c: OutputCapture): CapturedOutput => c.result(request.encoding);
+    return { exit_code: null, signal: null, stdout: empty(stdout), stderr: empty(stderr), duration_ms: 0, timed_out: false, cancelled: true };
+  }
   const stripper = new MarkerStripper((chunk) => {
     stderr.push(chunk);
     request.onOutput?.('stderr', chunk);
@@ -158,11 +171,26 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
     } catch {
       /* channel already closing */
     }
-    const pgid = stripper.pgid;
-    const killed = pgid ? killRemoteProcessGroup(client, pgid).catch(() => undefined) : Promise.resolve();
+    const killed = (async () => {
+      // Right after the start the PGID marker may still be on its way: wait for it, or the command would keep
+      // running (root ignores the signal request) and sshd would never close the channel.
+      let wait: NodeJS.Timeout | undefined;
+      const pgid =
+        stripper.pgid ?? (await Promise.race([stripper.found, new Promise<undefined>((r) => (wait = setTimeout(() => r(undefined), PGID_WAIT_MS)))]));
+      clearTimeout(wait);
+      if (pgid) await killRemoteProcessGroup(client, pgid).catch(() => undefined);
+    })();
     // Close our side once the group is gone (or after the grace period) so the result returns promptly.
-    void killed.then(() => channel.close());
+    void killed.then(() => {
+      channel.close();
+      // sshd closes a session channel only once its command has exited: never wait for that forever.
+      giveUp = setTimeout(forceClosed, CLOSE_WAIT_MS);
+      giveUp.unref();
+    });
   };
+  let giveUp: NodeJS.Timeout | undefined;
+  let forceClosed: () => void = () => undefined;
+  const forced = new Promise<void>((resolve) => (forceClosed = resolve));
 
   const timer = setTimeout(() => stop('timeout'), request.timeoutMs);
   const onAbort = (): void => stop('cancel');
@@ -181,9 +209,10 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
   client.on('close', onClose);
   client.on('error', onClientGone);
   try {
-    await Promise.race([closed, lost]);
+    await Promise.race([closed, lost, forced]);
   } finally {
     clearTimeout(timer);
+    clearTimeout(giveUp);
     request.signal?.removeEventListener('abort', onAbort);
     client.off('close', onClose);
     client.off('error', onClientGone);
