@@ -6,6 +6,7 @@ import { checkCommand } from './check.js';
 import { keygenCommand } from './keygen.js';
 import { auditCommand } from './audit.js';
 import { edgeSetupCommand } from './edge-setup.js';
+import { demoCommand } from './demo.js';
 import { UsageError, ExitError } from './errors.js';
 import { ConfigError } from '../config/load.js';
 
@@ -23,6 +24,11 @@ Usage:
         and a systemd unit that keeps the tunnel up.
   mcp-ssh-gateway keygen --out DIR
         Make an ed25519 host key for the tunnel server and a client key pair.
+  mcp-ssh-gateway demo [--serve]
+        Run the whole product on this machine, loopback only: two real sshd devices (one direct, one behind a
+        real ssh -N -R tunnel), a scripted MCP session through serve, the audit log and its verification; exit 0
+        only if every step behaved as expected. --serve keeps the fleet up and prints how to attach a real MCP
+        client (Claude Code, Claude Desktop/Cursor, the MCP Inspector) until Ctrl-C. Needs OpenSSH (openssh-server).
   mcp-ssh-gateway --help | --version
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config. Logs go to stderr.
@@ -36,6 +42,7 @@ const commands: Record<string, Handler> = {
   keygen: keygenCommand,
   audit: auditCommand,
   'edge-setup': edgeSetupCommand,
+  demo: demoCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
