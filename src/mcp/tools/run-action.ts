@@ -45,7 +45,10 @@ export function registerRunAction(server: McpServer, { gateway, audited, authori
         throw new GatewayError('bad_input', `no action "${args.action}" on "${args.connection}". Actions there: ${known.length > 0 ? known.join(', ') : '(none)'}.`);
       }
       const rendered = renderAction(args.action, action, args.params ?? {});
-      if (!rendered.ok) throw new GatewayError('bad_input', `action "${args.action}": ${rendered.error}`);
+      if (!rendered.ok) {
+        await gateway.record({ event: 'action_rejected', connection: args.connection, action: args.action, reason: rendered.error, client: who });
+        throw new GatewayError('bad_input', `action "${args.action}": ${rendered.error} Nothing was run.`);
+      }
       await authorize({ connection: args.connection, command: rendered.command, ctx, who, action: { name: args.action, confirm: action.confirm === true } });
       const streamer = OutputStreamer.forRequest(ctx);
       const outcome = await runCommandOnDevice(gateway, {
