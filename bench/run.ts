@@ -13,6 +13,12 @@ console.log(`  ratio (gateway / OpenSSH, median):  ${latency.ratio.toFixed(2)}x 
 console.log(`  ratio (p95):                        ${(latency.gateway.p95 / latency.openssh.p95).toFixed(2)}x`);
 
 if (process.env.BENCH_SKIP_TUNNELS !== '1') {
-  const { runTunnelMemoryBench } = await import('./tunnel-memory.js');
-  await runTunnelMemoryBench(Number(process.env.BENCH_TUNNELS ?? 1000));
+  const { benchTunnelMemory } = await import('./tunnel-memory.js');
+  const tunnels = Number(process.env.BENCH_TUNNELS ?? 1000);
+  const r = await benchTunnelMemory(tunnels, tunnels);
+  const per = r.marginal.tunnelWithWarmConnection;
+  console.log(`\nsummary: ${r.tunnels} idle tunnels with warm connections`);
+  console.log(`  gateway per idle tunnel (marginal): ${per.heap.toFixed(1)} KiB heap, ${per.rss.toFixed(1)} KiB RSS   (target <= 64 KiB)`);
+  console.log(`  sshd per connection, same run:      ${r.sshdPerConnection.rssKiB.toFixed(0)} KiB RSS, ${r.sshdPerConnection.pssKiB.toFixed(0)} KiB PSS`);
+  console.log(`  tunnel logins per second:           ${r.loginsPerSecond.toFixed(0)}`);
 }

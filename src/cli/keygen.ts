@@ -5,12 +5,20 @@ import { utils } from '../ssh/ssh2.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { ExitError } from './errors.js';
 
+/** ssh2 1.17 sometimes (about 1 in 256) drops a leading zero byte of an ed25519 public key; such a pair never parses. */
+function generateParsableKeyPair(comment: string): { private: string; public: string } {
+  for (;;) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    if (!(utils.parseKey(pair.private) instanceof Error) && !(utils.parseKey(pair.public) instanceof Error)) return pair;
+  }
+}
+
 function writeKeyPair(dir: string, name: string, comment: string): string[] {
   const privatePath = path.join(dir, name);
   for (const file of [privatePath, `${privatePath}.pub`]) {
     if (existsSync(file)) throw new ExitError(`${file} already exists; refusing to overwrite a key (move it away or choose another --out)`, 1);
   }
-  const { private: privateKey, public: publicKey } = utils.generateKeyPairSync('ed25519', { comment });
+  const { private: privateKey, public: publicKey } = generateParsableKeyPair(comment);
   writeFileSync(privatePath, privateKey, { mode: 0o600, flag: 'wx' });
   writeFileSync(`${privatePath}.pub`, publicKey.trim() + '\n', { mode: 0o644, flag: 'wx' });
   return [privatePath, `${privatePath}.pub`];

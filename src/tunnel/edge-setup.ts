@@ -79,7 +79,7 @@ export function renderEdgeSetup(opts: EdgeSetupOptions): string {
     `cat ${identityFile}.pub`,
     '',
     `# 2. Trust the gateway's tunnel host key: write this line to ${knownHostsFile}`,
-    knownHostsLine(opts.gatewayHost, opts.tunnelPort, opts.hostKeyLine),
+    knownHostsLine(opts.gatewayHost, opts.tunnelPort, publicKeyLineOf(opts.hostKeyLine)),
     '',
     ...authorizedKeysStep(opts.gatewayClientKeyLine),
     '# 3. The tunnel (try it once in the foreground; Ctrl-C to stop):',
@@ -114,7 +114,7 @@ function authorizedKeysStep(gatewayClientKeyLine: string | undefined): string[] 
   return [
     "# 2b. The gateway still logs into the device's own sshd with its own key: add this line to the login",
     "#     user's ~/.ssh/authorized_keys on the device.",
-    gatewayClientKeyLine.trim(),
+    publicKeyLineOf(gatewayClientKeyLine),
     '',
   ];
 }
@@ -138,7 +138,9 @@ function checkPlain(opts: EdgeSetupOptions): void {
   for (const [field, port] of Object.entries({ port: opts.port, tunnelPort: opts.tunnelPort, sshdPort: opts.sshdPort ?? 22 })) {
     if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new Error(`edge-setup: ${field} ${port} is not in 1-65535`);
   }
-  if (!/^[a-z0-9@.-]+ [A-Za-z0-9+/]+=*$/.test(opts.hostKeyLine.trim().split(/\s+/).slice(0, 2).join(' '))) {
-    throw new Error('edge-setup: hostKeyLine must be an OpenSSH public key line ("ssh-ed25519 AAAA...")');
+  try {
+    publicKeyLineOf(opts.hostKeyLine);
+  } catch (err) {
+    throw new Error(`edge-setup: hostKeyLine must be the gateway's OpenSSH public key line ("ssh-ed25519 AAAA..."): ${(err as Error).message}`);
   }
 }

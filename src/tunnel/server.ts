@@ -84,6 +84,8 @@ export interface TunnelServerOptions {
 interface EdgeConnection {
   readonly socket: net.Socket;
   readonly peer: string;
+  /** "ip|port", to find this connection again when ssh2 reports the SSH connection. */
+  readonly socketKey: string;
   client?: Connection;
   /** Set once authenticated: the tunnel connection this login belongs to. */
   name?: string;
@@ -98,6 +100,7 @@ interface EdgeConnection {
   pendingForward?: ActiveForward;
   /** Why the gateway ended it, or the last error seen; becomes the tunnel_down reason. */
   closeReason?: string;
+  /** Closed, or being ended by the gateway: nothing more is granted to it. */
   closed: boolean;
 }
 
@@ -230,11 +233,12 @@ export class TunnelServer extends EventEmitter {
     }
     // ssh2 never sets TCP_NODELAY; without it every small request through the tunnel waits ~40 ms (Nagle).
     socket.setNoDelay(true);
-    const conn: EdgeConnection = { socket, peer, authenticated: false, pending: false, failedAuths: 0, closed: false };
+    const key = socketKey(socket.remoteAddress, socket.remotePort);
+    const conn: EdgeConnection = { socket, peer, socketKey: key, authenticated: false, pending: false, failedAuths: 0, closed: false };
     this.connections.add(conn);
     this.enterPending(conn, () => this.onAuthTimeout(conn));
     socket.once('close', () => this.onSocketClosed(conn));
-    this.awaitingHeader.set(socketKey(socket.remoteAddress, socket.remotePort), conn);
+    this.awaitingHeader.set(key, conn);
     this.ssh.injectSocket(socket);
   }
 
@@ -329,6 +333,10 @@ export class TunnelServer extends EventEmitter {
     accept: ((port?: number) => void) | undefined,
     reject: (() => void) | undefined,
   ): void {
+    if (conn.closed) {
+      reject?.(); // packets already parsed after the gateway decided to end this connection
+      return;
+    }
     const tunnel = this.tunnels.get(conn.name!)!;
     const bindAddr = typeof bind.bindAddr === 'string' ? bind.bindAddr : (bind.socketPath ?? '');
     const bindPort = typeof bind.bindPort === 'number' ? bind.bindPort : 0;
@@ -367,8 +375,8 @@ export class TunnelServer extends EventEmitter {
       return;
     }
     conn.pendingForward = undefined;
-    if (conn.closed) {
-      // The login went away while the loopback port was being opened.
+    if (conn.closed || this.stopping) {
+      // The login went away (or the server is stopping) while the loopback port was being opened.
       if (!tunnel.connection) this.closeRelay(tunnel);
       return;
     }
@@ -445,8 +453,7 @@ export class TunnelServer extends EventEmitter {
   private onSocketClosed(conn: EdgeConnection): void {
     conn.closed = true;
     this.connections.delete(conn);
-    const key = socketKey(conn.socket.remoteAddress, conn.socket.remotePort);
-    if (this.awaitingHeader.get(key) === conn) this.awaitingHeader.delete(key);
+    if (this.awaitingHeader.get(conn.socketKey) === conn) this.awaitingHeader.delete(conn.socketKey);
     this.leavePending(conn);
     const tunnel = conn.forward && conn.name !== undefined ? this.tunnels.get(conn.name) : undefined;
     if (tunnel) this.takeDown(tunnel, conn, conn.closeReason ?? 'connection closed by the edge');
@@ -467,6 +474,7 @@ export class TunnelServer extends EventEmitter {
 
   private endConnection(conn: EdgeConnection, reason: string): void {
     conn.closeReason = reason;
+    conn.closed = true;
     try {
       conn.client?.end(); // sends SSH_MSG_DISCONNECT when the socket still takes writes
     } catch {
