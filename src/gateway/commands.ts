@@ -64,6 +64,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
         encoding: request.encoding,
         signal: request.signal,
         onOutput: request.onOutput,
+        openSideClient: () => device.openSideClient(),
       });
     } catch (err) {
       const lost = err instanceof ConnectionLostError;

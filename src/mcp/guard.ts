@@ -3,7 +3,7 @@
 import type { McpServer, ServerContext } from '@modelcontextprotocol/server';
 import type { Gateway } from '../gateway/gateway.js';
 import { GatewayError } from '../errors.js';
-import { evaluateCommand, type PolicyDecision } from '../policy/index.js';
+import { evaluateCommand, evaluateFileAccess, fileAccessSubject, normalizeRemotePath, type FileOp, type PolicyDecision } from '../policy/index.js';
 import { ApprovalDesk, NeedsApproval, clientCanElicit } from './approval.js';
 import type { CallerIdentity } from './context.js';
 
@@ -19,6 +19,8 @@ export interface AuthorizeRequest {
   env?: Record<string, string>;
   /** Tools that cannot carry an approval round (fan-out) refuse confirm commands instead of asking. */
   canAsk?: boolean;
+  /** A decision already made for `command` (file tools: evaluateFileAccess); skips command evaluation. */
+  decided?: PolicyDecision;
 }
 
 export type Authorizer = (request: AuthorizeRequest) => Promise<void>;
@@ -30,7 +32,7 @@ function alternatives(gateway: Gateway, connection: string): string {
 }
 
 export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: ApprovalDesk): Authorizer {
-  return async ({ connection, command, ctx, who, action, env, canAsk = true }) => {
+  return async ({ connection, command, ctx, who, action, env, canAsk = true, decided }) => {
     const device = gateway.connection(connection);
     if (device.config.effectivePolicy && env && Object.keys(env).length > 0) {
       await gateway.record({ event: 'policy_denial', connection, command, client: who, rule: 'env', reason: 'env under a policy' });
@@ -39,13 +41,15 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
         `refused: "${connection}" has a policy, and environment variables (${Object.keys(env).join(', ')}) could change what the command runs (PATH, LD_PRELOAD, BASH_ENV...). Put values in the command line where the policy can see them, or use an action. Nothing was run.`,
       );
     }
-    const decision: PolicyDecision = action
-      ? action.confirm
-        ? { decision: 'confirm', rule: `action ${action.name}`, reason: `action "${action.name}" is marked confirm: true` }
-        : { decision: 'allow' }
-      : device.config.effectivePolicy
-        ? await evaluateCommand(command, device.config.effectivePolicy)
-        : { decision: 'allow' };
+    const decision: PolicyDecision =
+      decided ??
+      (action
+        ? action.confirm
+          ? { decision: 'confirm', rule: `action ${action.name}`, reason: `action "${action.name}" is marked confirm: true` }
+          : { decision: 'allow' }
+        : device.config.effectivePolicy
+          ? await evaluateCommand(command, device.config.effectivePolicy)
+          : { decision: 'allow' });
     const base = { connection, command, action: action?.name, client: who };
 
     if (decision.decision === 'allow') return;
@@ -78,4 +82,53 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
       `It needs your approval because ${decision.reason} (${decision.rule}). Approve?`;
     throw new NeedsApproval(await desk.ask(ctx, subject, message));
   };
+}
+
+export interface FileAuthorizeRequest {
+  connection: string;
+  /** read: read_file, download_file; write: write_file, upload_file; list: list_directory. */
+  op: FileOp;
+  /** The remote path as the agent gave it. */
+  path: string;
+  ctx: ServerContext;
+  who: CallerIdentity;
+}
+
+/**
+ * The policy step of the file tools, before anything reaches the device: normalizes the remote path, decides
+ * `<tool> <path>` with evaluateFileAccess (see policy.ts for the mapping), and refuses, lets through or asks a
+ * human exactly as for commands. Returns the normalized path: the one that was judged is the one to use.
+ */
+export async function authorizeFile(authorize: Authorizer, gateway: Gateway, request: FileAuthorizeRequest): Promise<string> {
+  const device = gateway.connection(request.connection);
+  const normalized = normalizeRemotePath(request.path);
+  if (!normalized.ok) throw new GatewayError('bad_input', `${normalized.reason} Nothing was touched on "${request.connection}".`);
+  const decided = evaluateFileAccess(request.op, normalized.path, device.config.effectivePolicy);
+  const command = fileAccessSubject(request.op, normalized.path);
+  await authorize({ connection: request.connection, command, ctx: request.ctx, who: request.who, decided });
+  return normalized.path;
+}
+
+/**
+ * The second look, once the device has resolved symlinks: the path really touched (`resolved`) must be allowed
+ * outright, so `/var/log/link -> /etc/shadow` can't borrow the permission of `/var/log/`. A human's approval
+ * covered the path they saw, so a resolved path that needs approval is refused with the path to ask for.
+ */
+export async function authorizeResolvedFile(
+  gateway: Gateway,
+  request: Omit<FileAuthorizeRequest, 'ctx'> & { resolved: string },
+): Promise<void> {
+  const { connection, op, path, resolved, who } = request;
+  const policy = gateway.connection(connection).config.effectivePolicy;
+  if (!policy || resolved === path) return;
+  const decision = evaluateFileAccess(op, resolved, policy);
+  if (decision.decision === 'allow') return;
+  const command = fileAccessSubject(op, path);
+  await gateway.record({ event: 'policy_denial', connection, command, resolved, client: who, rule: decision.rule, reason: decision.reason });
+  const why = decision.decision === 'deny' ? decision.reason : `it needs a human's approval (${decision.rule})`;
+  throw new GatewayError(
+    'policy_denied',
+    `refused by the policy of "${connection}": ${path} resolves through a symlink on the device to ${resolved}, and ${why} Nothing was touched. ` +
+      `Call the tool with ${resolved} itself if that is the file you mean.`,
+  );
 }

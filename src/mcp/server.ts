@@ -7,6 +7,7 @@ import { registerRunCommand } from './tools/run-command.js';
 import { registerGetHistory } from './tools/get-history.js';
 import { registerRunOnMany } from './tools/run-on-many.js';
 import { registerRunAction } from './tools/run-action.js';
+import { registerReadFile, registerWriteFile, registerListDirectory, registerUploadFile, registerDownloadFile } from './tools/files.js';
 import { ApprovalDesk } from './approval.js';
 import { makeAuthorizer } from './guard.js';
 import { VERSION } from '../version.js';
@@ -32,5 +33,10 @@ export function createMcpServer(
   registerRunOnMany(server, context);
   registerRunAction(server, context);
   registerGetHistory(server, context);
+  registerReadFile(server, context);
+  registerWriteFile(server, context);
+  registerListDirectory(server, context);
+  registerUploadFile(server, context);
+  registerDownloadFile(server, context);
   return server;
 }

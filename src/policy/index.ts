@@ -2,6 +2,11 @@
 // operator-defined actions (actions.ts). Pure logic: no SSH, no MCP.
 export {
   evaluateCommand,
+  evaluateFileAccess,
+  normalizeRemotePath,
+  fileAccessSubject,
+  FILE_OP_SUBJECT,
+  MAX_REMOTE_PATH_BYTES,
   compilePolicy,
   policyWarnings,
   checkCommandInput,
@@ -10,6 +15,8 @@ export {
   type CompiledPolicy,
   type CompiledRule,
   type PolicyDecision,
+  type FileOp,
+  type NormalizedPath,
 } from './policy.js';
 export { parseCommandLine, shellQuote, type ShellParse, type SimpleCommand, type Redirection } from './shell.js';
 export {

@@ -1,11 +1,13 @@
 // The policy decision: is this command line allowed to reach the device, does a human have to approve
 // it first, or is it refused? Pure logic: no SSH, no MCP. See design.md "Policy".
+// File tools are judged by the same lists (evaluateFileAccess, below).
 //
 // Order (design.md: deny wins, then confirm, then allow):
 //   input hygiene → syntax → deny (any part) → uncertain → read_only writes → allow (every part must
 //   match an allow or confirm pattern) → confirm (any part) → allow.
 // "Not allowed" is checked before "confirm" so a human is never asked to approve a line that would be
 // refused anyway (`systemctl restart x; reboot` is refused, not sent for approval).
+import { posix } from 'node:path';
 import { parseCommandLine, type Redirection, type SimpleCommand } from './shell.js';
 
 export interface Policy {
@@ -112,6 +114,91 @@ export function policyWarnings(policy: Policy): string[] {
     warnings.push('allow is an empty list: every command is refused (remove it to allow everything not denied).');
   }
   return warnings;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// File tools. The same deny / allow / confirm lists decide them, on a subject text made of the tool and the
+// normalized remote path, so one regex vocabulary covers commands and files:
+//
+//   read_file <path>        read_file, and download_file (its remote_path)
+//   write_file <path>       write_file, and upload_file (its remote_path)
+//   list_directory <path>   list_directory
+//
+// e.g. allow `^read_file /var/log/`, deny `^(read_file|write_file) /etc/shadow$`, confirm `^write_file /etc/`.
+// Order: path hygiene → read_only (refuses every write) → deny (wins) → allow (with an allow list, the subject
+// must match an allow or a confirm pattern) → confirm (a human approves) → allow.
+// The path is normalized before matching (absolute only, no NUL or control characters, `.`/`..`/`//`
+// collapsed), so `/var/log/../../etc/shadow` is judged — and accessed — as `/etc/shadow`. Symlinks on the
+// device are the caller's to resolve (the file tools judge the resolved path again before using it).
+
+export type FileOp = 'read' | 'write' | 'list';
+
+/** The tool name a file operation is judged as. */
+export const FILE_OP_SUBJECT: Readonly<Record<FileOp, string>> = { read: 'read_file', write: 'write_file', list: 'list_directory' };
+
+/** Longest remote path (UTF-8 bytes) the file tools accept; Linux's PATH_MAX. */
+export const MAX_REMOTE_PATH_BYTES = 4096;
+
+export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
+
+/** The absolute, `..`-free form of a remote path, or why it can't be used. */
+export function normalizeRemotePath(input: string): NormalizedPath {
+  if (input.includes('\u0000')) return { ok: false, reason: `the path ${JSON.stringify(input)} contains a NUL byte.` };
+  const bad = /[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]|\p{Cs}/u.exec(input);
+  if (bad) {
+    return { ok: false, reason: `the path contains ${describeChar(bad[0])} at character ${bad.index}; paths may not contain control or text-direction characters.` };
+  }
+  if (!input.startsWith('/')) {
+    return { ok: false, reason: `the path ${JSON.stringify(input)} is relative; give an absolute path such as /var/log/syslog (no ~ expansion).` };
+  }
+  if (Buffer.byteLength(input, 'utf8') > MAX_REMOTE_PATH_BYTES) {
+    return { ok: false, reason: `the path is longer than ${MAX_REMOTE_PATH_BYTES} bytes.` };
+  }
+  let path = posix.normalize(input);
+  if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+  return { ok: true, path };
+}
+
+/** What the policy lists see for a file operation: `read_file /var/log/syslog`. */
+export function fileAccessSubject(op: FileOp, normalizedPath: string): string {
+  return `${FILE_OP_SUBJECT[op]} ${normalizedPath}`;
+}
+
+/**
+ * Decides one file operation on a remote path (normalized here first). No policy means allowed, as for
+ * commands; a path that can't be normalized is refused either way. Never throws.
+ */
+export function evaluateFileAccess(op: FileOp, path: string, policy: Policy | CompiledPolicy | null | undefined): PolicyDecision {
+  const normalized = normalizeRemotePath(path);
+  if (!normalized.ok) return deny('input', normalized.reason);
+  if (!policy) return { decision: 'allow' };
+  const compiled = compiledFrom(policy);
+  if (compiled instanceof Error) return deny('policy', `the connection's policy is broken: ${compiled.message}.`);
+  const subject = fileAccessSubject(op, normalized.path);
+  if (op === 'write' && compiled.readOnly) {
+    return deny('read_only', `\`${shown(subject)}\` writes a file and this connection is read_only, so every write_file and upload_file is refused.`);
+  }
+  const denied = firstMatch(compiled.deny, subject);
+  if (denied) {
+    return deny(denied.label, `\`${shown(subject)}\` matches the deny rule ${denied.label}, so it is refused.${fileRulesHint(compiled, op)}`);
+  }
+  if (compiled.allow && !isAllowed(compiled, subject)) {
+    return deny('allow (no match)', `\`${shown(subject)}\` matches no allow rule.${fileRulesHint(compiled, op)}`);
+  }
+  const confirm = firstMatch(compiled.confirm, subject);
+  if (confirm) return { decision: 'confirm', rule: confirm.label, reason: `\`${shown(subject)}\` matches a confirm rule` };
+  return { decision: 'allow' };
+}
+
+/** The rules that speak about this file tool, so a refusal says where the agent may go instead. */
+function fileRulesHint(policy: CompiledPolicy, op: FileOp): string {
+  if (!policy.allow) return '';
+  const tool = FILE_OP_SUBJECT[op];
+  const rules = [...policy.allow, ...policy.confirm].filter((r) => r.source.includes(tool));
+  if (rules.length === 0) return ` No allow rule mentions ${tool}; the operator allows paths with rules like ^${tool} /var/log/.`;
+  const listed = rules.slice(0, MAX_LISTED_RULES).map((r) => (r.list === 'confirm' ? `${r.source} (with approval)` : r.source));
+  const more = rules.length > MAX_LISTED_RULES ? ` and ${rules.length - MAX_LISTED_RULES} more` : '';
+  return ` Allowed ${tool} paths match: ${listed.join('  |  ')}${more}.`;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -218,7 +218,15 @@ export class DeviceConnection {
     return sock;
   }
 
-  private async connectOnce(): Promise<Client> {
+  /**
+   * A separate, short-lived connection to the device (host key verified as usual) for when the shared one has no
+   * channel to spare, e.g. to kill commands while every session is busy. The caller ends it.
+   */
+  openSideClient(): Promise<Client> {
+    return this.connectOnce(true);
+  }
+
+  private async connectOnce(side = false): Promise<Client> {
     const c = this.config;
     const sock = await this.openSocket();
     let verdict: HostKeyVerdict | undefined;
@@ -265,6 +273,10 @@ export class DeviceConnection {
       client.once('error', onError);
       client.connect(connectConfig);
     });
+    if (side) {
+      client.on('error', () => undefined);
+      return client;
+    }
     this.clientSocks.set(client, sock);
     this.adopt(client, verdict);
     return client;

@@ -14,6 +14,8 @@ export interface ExecRequest {
   encoding?: OutputEncoding;
   signal?: AbortSignal;
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+  /** A separate short-lived connection to the same device, for a kill when this one has no channel to spare. */
+  openSideClient?: () => Promise<Client>;
 }
 
 export interface ExecResult {
@@ -107,16 +109,19 @@ function openExec(client: Client, command: string, attach: (channel: ClientChann
   });
 }
 
-/**
- * Stops a command's whole process group: TERM, a short grace period, then KILL. Runs as a second short exec
- * because sshd refuses the SSH signal request for root logins (OpenSSH 9.2, see baselines).
- */
-export async function killRemoteProcessGroup(client: Client, pgid: number, graceMs = 2000): Promise<void> {
+/** A shell script that stops whole process groups: TERM, up to `graceMs` for them to go, then KILL. */
+function killScript(pgids: number[], graceMs: number): string {
   const steps = Math.max(1, Math.round(graceMs / 100));
-  const script =
-    `kill -TERM -- -${pgid} 2>/dev/null; i=0; ` +
-    `while kill -0 -- -${pgid} 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done; ` +
-    `kill -KILL -- -${pgid} 2>/dev/null; exit 0`;
+  const groups = pgids.map((pgid) => `-${pgid}`).join(' ');
+  return (
+    `for g in ${groups}; do kill -TERM -- $g 2>/dev/null; done; i=0; ` +
+    `while [ $i -lt ${steps} ]; do alive=0; for g in ${groups}; do kill -0 -- $g 2>/dev/null && alive=1; done; ` +
+    `[ $alive = 0 ] && break; sleep 0.1; i=$((i+1)); done; ` +
+    `for g in ${groups}; do kill -KILL -- $g 2>/dev/null; done; exit 0`
+  );
+}
+
+async function runScript(client: Client, script: string, limitMs: number): Promise<void> {
   let closed!: Promise<void>;
   const channel = await openExec(client, script, (ch) => {
     closed = new Promise<void>((resolve) => ch.once('close', () => resolve()));
@@ -125,8 +130,86 @@ export async function killRemoteProcessGroup(client: Client, pgid: number, grace
   });
   channel.end();
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs + 3000)))]);
+  await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
   clearTimeout(timer);
+}
+
+/**
+ * Stops a command's whole process group: TERM, a short grace period, then KILL. Runs as a second short exec
+ * because sshd refuses the SSH signal request for root logins (OpenSSH 9.2, see baselines).
+ */
+export async function killRemoteProcessGroup(client: Client, pgid: number, graceMs = 2000): Promise<void> {
+  await runScript(client, killScript([pgid], graceMs), graceMs + 3000);
+}
+
+const KILL_GRACE_MS = 2000;
+
+/**
+ * Kills process groups on one connection with at most one kill exec at a time, covering every group that is
+ * waiting. Every session may be busy with commands that all time out together, and sshd refuses channels
+ * beyond MaxSessions (10 by default): one extra channel usually fits, one per command does not. When even that
+ * is refused, the kill runs over a separate short-lived connection.
+ */
+class GroupKiller {
+  private pending = new Map<number, (() => void)[]>();
+  private running = false;
+
+  constructor(
+    private readonly client: Client,
+    private readonly openSide?: () => Promise<Client>,
+  ) {}
+
+  kill(pgid: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.pending.set(pgid, [...(this.pending.get(pgid) ?? []), resolve]);
+      void this.pump();
+    });
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.pending.size > 0) {
+        const batch = this.pending;
+        this.pending = new Map();
+        await this.killNow([...batch.keys()]);
+        for (const waiters of batch.values()) for (const done of waiters) done();
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async killNow(pgids: number[]): Promise<void> {
+    const script = killScript(pgids, KILL_GRACE_MS);
+    try {
+      return await runScript(this.client, script, KILL_GRACE_MS + 3000);
+    } catch {
+      // No channel to spare on this connection (or it is gone): try a connection of our own.
+    }
+    if (!this.openSide) return;
+    let side: Client | undefined;
+    try {
+      side = await this.openSide();
+      await runScript(side, script, KILL_GRACE_MS + 3000);
+    } catch {
+      // The device can't be reached at all; nothing more can be done from here.
+    } finally {
+      side?.end();
+    }
+  }
+}
+
+const killers = new WeakMap<Client, GroupKiller>();
+
+function killerFor(client: Client, openSide?: () => Promise<Client>): GroupKiller {
+  let killer = killers.get(client);
+  if (!killer) {
+    killer = new GroupKiller(client, openSide);
+    killers.set(client, killer);
+  }
+  return killer;
 }
 
 export async function execCommand(client: Client, request: ExecRequest): Promise<ExecResult> {
@@ -178,7 +261,7 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
       const pgid =
         stripper.pgid ?? (await Promise.race([stripper.found, new Promise<undefined>((r) => (wait = setTimeout(() => r(undefined), PGID_WAIT_MS)))]));
       clearTimeout(wait);
-      if (pgid) await killRemoteProcessGroup(client, pgid).catch(() => undefined);
+      if (pgid) await killerFor(client, request.openSideClient).kill(pgid);
     })();
     // Close our side once the group is gone (or after the grace period) so the result returns promptly.
     void killed.then(() => {

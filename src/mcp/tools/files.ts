@@ -1,0 +1,433 @@
+// The file tools: read_file, write_file, list_directory, upload_file, download_file — over SFTP on the same warm
+// connection (and session slots) as commands. Each: policy (guard.ts: `<tool> <normalized path>`, see policy.ts)
+// → connection → SFTP (src/ssh/sftp.ts) → audit (file_read / file_transfer: paths, bytes, sha256, never content).
+// Local paths for transfers are proven to be inside gateway.staging_dir first (src/files/staging.ts).
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { McpServer, ServerContext } from '@modelcontextprotocol/server';
+import type { CallerIdentity, ToolContext } from '../context.js';
+import { toolResult } from '../result.js';
+import { authorizeFile, authorizeResolvedFile } from '../guard.js';
+import type { Gateway } from '../../gateway/gateway.js';
+import type { Client } from '../../ssh/ssh2.js';
+import {
+  downloadVerified,
+  listDirectory,
+  readRange,
+  resolveRealPath,
+  sftpError,
+  uploadVerified,
+  withSftp,
+  writeFileAtomic,
+  type TransferOutcome,
+  type TransferProgress,
+} from '../../ssh/sftp.js';
+import { resolveStagedPath } from '../../files/staging.js';
+import { GatewayError } from '../../errors.js';
+import type { FileOp } from '../../policy/index.js';
+
+const MiB = 1024 * 1024;
+export const DEFAULT_READ_BYTES = MiB;
+export const MAX_READ_BYTES = 16 * MiB;
+export const MAX_WRITE_BYTES = 8 * MiB;
+export const MAX_LIST_ENTRIES = 10_000;
+/** sha256sum of a large file on a slow device takes a while; this bounds the verification exec. */
+const VERIFY_TIMEOUT_MS = 300_000;
+const PROGRESS_INTERVAL_MS = 200;
+
+const connectionField = z.string().min(1).describe('Connection name from list_connections.');
+const remotePathField = (what: string): z.ZodString =>
+  z.string().min(1).max(4096).describe(`${what} Absolute path on the device; ".." is resolved before the policy sees it.`);
+const encodingField = z.enum(['utf8', 'base64']);
+
+// ---------------------------------------------------------------------------------------------------
+// Schemas
+
+export const readFileInput = z
+  .object({
+    connection: connectionField,
+    path: remotePathField('File to read.'),
+    offset: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional().describe('Byte offset to start at (default 0).'),
+    length: z.number().int().min(1).max(MAX_READ_BYTES).optional().describe(`Bytes to read (default ${DEFAULT_READ_BYTES}, at most ${MAX_READ_BYTES}).`),
+    encoding: encodingField.optional().describe('utf8 (default) or base64 for the exact bytes of binary files.'),
+  })
+  .strict();
+
+export const readFileResult = z.object({
+  connection: z.string(),
+  path: z.string().describe('The normalized path that was read.'),
+  content: z.string(),
+  size: z.number().describe('Size of the whole file.'),
+  offset: z.number(),
+  bytes: z.number().describe('Bytes returned; the next range starts at offset + bytes.'),
+  truncated: z.boolean().describe('More of the file follows the returned range.'),
+  sha256: z.string().describe('sha256 of the returned bytes.'),
+  encoding: encodingField,
+  invalid_utf8: z.boolean().describe('The bytes are not valid UTF-8; invalid sequences show as U+FFFD. Read again with encoding "base64" for the exact bytes.'),
+});
+
+export const writeFileInput = z
+  .object({
+    connection: connectionField,
+    path: remotePathField('File to create or replace.'),
+    content: z.string().max(Math.ceil((MAX_WRITE_BYTES * 4) / 3) + 4).describe(`The new content (at most ${MAX_WRITE_BYTES} bytes once decoded).`),
+    encoding: encodingField.optional().describe('How content is given: utf8 text (default) or base64 bytes.'),
+    mode: z.string().regex(/^0?[0-7]{3,4}$/, 'an octal mode such as "0644" or "0755"').optional().describe('Permissions, octal ("0644"); default: keep the existing file\'s, or 0644 for a new file.'),
+    create_dirs: z.boolean().optional().describe('Create missing parent folders (0755).'),
+  })
+  .strict();
+
+export const writeFileResult = z.object({
+  connection: z.string(),
+  path: z.string(),
+  bytes: z.number(),
+  sha256: z.string(),
+  mode: z.string(),
+  replaced: z.boolean().describe('An existing file was replaced (atomically).'),
+});
+
+export const listDirectoryInput = z.object({ connection: connectionField, path: remotePathField('Folder to list.') }).strict();
+
+const entrySchema = z.object({
+  name: z.string(),
+  type: z.enum(['file', 'directory', 'symlink', 'other']),
+  size: z.number(),
+  mode: z.string().describe('Permission bits, octal ("0755").'),
+  mtime: z.string().describe('Last modification, ISO 8601.'),
+});
+
+export const listDirectoryResult = z.object({
+  connection: z.string(),
+  path: z.string(),
+  entries: z.array(entrySchema),
+  truncated: z.boolean().describe(`The folder has more than ${MAX_LIST_ENTRIES} entries; only that many are listed.`),
+});
+
+export const transferInput = z
+  .object({
+    connection: connectionField,
+    local_path: z.string().min(1).max(4096).describe('File in the gateway\'s staging folder (gateway.staging_dir): a name relative to it, or an absolute path inside it.'),
+    remote_path: remotePathField('File on the device.'),
+  })
+  .strict();
+
+export const transferResult = z.object({
+  connection: z.string(),
+  local_path: z.string().describe('Absolute path of the file in the staging folder.'),
+  remote_path: z.string(),
+  bytes: z.number(),
+  sha256: z.string(),
+  duration_ms: z.number(),
+  verified: z.enum(['sha256', 'size']).describe('sha256: both sides hashed and equal; size: the device has no sha256sum, sizes were compared.'),
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lenientUtf8 = new TextDecoder('utf-8');
+
+/** Bytes at the end of `data` that start a UTF-8 sequence the range cut off (0-3). */
+export function incompleteUtf8Tail(data: Buffer): number {
+  for (let back = 1; back <= Math.min(3, data.length); back++) {
+    const byte = data[data.length - back];
+    if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
+    const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+    return needed > back ? back : 0;
+  }
+  return 0;
+}
+
+function decodeContent(content: string, encoding: 'utf8' | 'base64'): Buffer {
+  if (encoding === 'utf8') return Buffer.from(content, 'utf8');
+  const compact = content.replace(/\s+/g, '');
+  if (compact.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) {
+    throw new GatewayError('bad_input', 'content is not valid base64 (A-Z, a-z, 0-9, +, /, padded with = to a multiple of 4). Nothing was written.');
+  }
+  return Buffer.from(compact, 'base64');
+}
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+/** Runs `work` on the device's warm connection, holding one session slot; SFTP failures become clear errors. */
+async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>): Promise<T> {
+  const device = gateway.connection(connection);
+  try {
+    return await device.withSession(async (client) => work(await device.usableClient(client)));
+  } catch (err) {
+    const mapped = sftpError(err, what, connection);
+    if (mapped.kind === 'connection_lost' && !(err instanceof GatewayError)) device.noteFailure(err);
+    throw mapped;
+  }
+}
+
+/**
+ * The path the device will really touch: symlinks resolved by the device and judged again under a policy.
+ * Writes always follow an existing symlink (the link stays, its target gets the new content), so they always
+ * resolve; reads and listings only need to when a policy could care.
+ */
+async function resolvedPath(
+  gateway: Gateway,
+  client: Client,
+  request: { connection: string; op: FileOp; path: string; who: CallerIdentity },
+): Promise<string> {
+  const policy = gateway.connection(request.connection).config.effectivePolicy;
+  if (!policy && request.op !== 'write') return request.path;
+  const resolved = await withSftp(client, (sftp) => resolveRealPath(sftp, request.path));
+  await authorizeResolvedFile(gateway, { ...request, resolved });
+  return resolved;
+}
+
+/** Transfer progress as MCP progress notifications (bytes done of total), at most one per interval. */
+function progressFor(ctx: ServerContext): { report: TransferProgress; finish(): void } | undefined {
+  const token = ctx.mcpReq._meta?.progressToken as string | number | undefined;
+  if (token === undefined) return undefined;
+  let lastSentAt = 0;
+  let sent = -1;
+  let latest: [number, number] | undefined;
+  const send = (done: number, total: number): void => {
+    if (done <= sent) return; // progress must increase
+    sent = done;
+    lastSentAt = Date.now();
+    void ctx.mcpReq
+      .notify({ method: 'notifications/progress', params: { progressToken: token, progress: done, total, message: `${done} of ${total} bytes` } })
+      .catch(() => undefined); // A client that went away must not fail the transfer.
+  };
+  return {
+    report: (done, total) => {
+      latest = [done, total];
+      if (done === total || Date.now() - lastSentAt >= PROGRESS_INTERVAL_MS) send(done, total);
+    },
+    finish: () => {
+      if (latest) send(...latest);
+    },
+  };
+}
+
+function transferText(op: 'upload' | 'download', connection: string, local: string, remote: string, outcome: TransferOutcome): string {
+  const arrow = op === 'upload' ? `${local} → ${connection}:${remote}` : `${connection}:${remote} → ${local}`;
+  const mbps = outcome.duration_ms > 0 ? ` (${(outcome.bytes / MiB / (outcome.duration_ms / 1000)).toFixed(1)} MiB/s)` : '';
+  const check = outcome.verified === 'sha256' ? 'sha256 verified on both sides' : 'sizes match (the device has no sha256sum)';
+  return `${op === 'upload' ? 'uploaded' : 'downloaded'} ${arrow}: ${outcome.bytes} bytes in ${outcome.duration_ms} ms${mbps}, ${check}; sha256 ${outcome.sha256}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tools
+
+export function registerReadFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+  server.registerTool(
+    'read_file',
+    {
+      title: 'Read a file on a device',
+      description:
+        `Reads a file on one device over SFTP: up to ${DEFAULT_READ_BYTES} bytes by default (length up to ${MAX_READ_BYTES}) from offset, with the file's size, whether more follows, and the sha256 of the returned bytes. ` +
+        'Use encoding "base64" for binary files; invalid UTF-8 is flagged, never silently altered.',
+      inputSchema: readFileInput,
+      outputSchema: readFileResult,
+      annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+    },
+    audited('read_file', async (args, ctx, who) => {
+      const { connection } = args;
+      const path = await authorizeFile(authorize, gateway, { connection, op: 'read', path: args.path, ctx, who });
+      const offset = args.offset ?? 0;
+      const length = args.length ?? DEFAULT_READ_BYTES;
+      const encoding = args.encoding ?? 'utf8';
+      let read;
+      try {
+        read = await onDevice(gateway, connection, `reading ${path}`, async (client) => {
+          const real = await resolvedPath(gateway, client, { connection, op: 'read', path, who });
+          return withSftp(client, (sftp) => readRange(sftp, real, offset, length), ctx.mcpReq.signal);
+        });
+      } catch (err) {
+        await gateway.record({ event: 'file_read', connection, path, offset, error: (err as Error).message, client: who });
+        throw err;
+      }
+      let data = read.data;
+      // A range that ends inside a multi-byte character gives that character to the next range instead.
+      if (encoding === 'utf8' && read.more) data = data.subarray(0, data.length - incompleteUtf8Tail(data));
+      let content: string;
+      let invalidUtf8 = false;
+      if (encoding === 'base64') content = data.toString('base64');
+      else {
+        try {
+          content = strictUtf8.decode(data);
+        } catch {
+          content = lenientUtf8.decode(data);
+          invalidUtf8 = true;
+        }
+      }
+      const truncated = read.more || data.length < read.data.length;
+      const digest = sha256(data);
+      await gateway.record({ event: 'file_read', connection, path, offset, bytes: data.length, size: read.size, sha256: digest, client: who });
+      const result = { connection, path, content, size: read.size, offset, bytes: data.length, truncated, sha256: digest, encoding, invalid_utf8: invalidUtf8 };
+      const head =
+        `${connection}:${path}: ${data.length} bytes from offset ${offset} of ${read.size}` +
+        (truncated ? ` (more follows: read again with offset ${offset + data.length})` : '') +
+        (invalidUtf8 ? ' (not valid UTF-8: read again with encoding "base64" for the exact bytes)' : '');
+      return toolResult(result, `${head}\n---\n${content}`);
+    }),
+  );
+}
+
+export function registerWriteFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+  server.registerTool(
+    'write_file',
+    {
+      title: 'Write a file on a device',
+      description:
+        `Creates or replaces a file on one device atomically (temp file in the same folder, fsync, rename): readers see the old file or the new one, never a mix. At most ${MAX_WRITE_BYTES} bytes. ` +
+        'Keeps the existing file\'s mode unless mode is given; follows an existing symlink to its target. Refused on read_only connections.',
+      inputSchema: writeFileInput,
+      outputSchema: writeFileResult,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
+    },
+    audited('write_file', async (args, ctx, who) => {
+      const { connection } = args;
+      const data = decodeContent(args.content, args.encoding ?? 'utf8');
+      if (data.length > MAX_WRITE_BYTES) {
+        throw new GatewayError('bad_input', `content is ${data.length} bytes; write_file takes at most ${MAX_WRITE_BYTES}. Use upload_file for larger files. Nothing was written.`);
+      }
+      const requestedMode = args.mode !== undefined ? parseInt(args.mode, 8) : undefined;
+      const path = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.path, ctx, who });
+      const digest = sha256(data);
+      const audit = { event: 'file_transfer', op: 'write', connection, path, bytes: data.length, sha256: digest, client: who };
+      let written;
+      try {
+        written = await onDevice(gateway, connection, `writing ${path}`, async (client) => {
+          const real = await resolvedPath(gateway, client, { connection, op: 'write', path, who });
+          const outcome = await withSftp(client, (sftp) => writeFileAtomic(sftp, real, data, { mode: requestedMode, createDirs: args.create_dirs }), ctx.mcpReq.signal);
+          return { ...outcome, real };
+        });
+      } catch (err) {
+        await gateway.record({ ...audit, error: (err as Error).message });
+        throw err;
+      }
+      const mode = written.mode.toString(8).padStart(4, '0');
+      await gateway.record({ ...audit, resolved: written.real !== path ? written.real : undefined, mode, replaced: written.replaced, fsynced: written.fsynced });
+      const result = { connection, path, bytes: data.length, sha256: digest, mode, replaced: written.replaced };
+      const where = written.real !== path ? ` (through a symlink: ${written.real})` : '';
+      return toolResult(result, `${written.replaced ? 'replaced' : 'created'} ${connection}:${path}${where}: ${data.length} bytes, mode ${mode}, sha256 ${digest}`);
+    }),
+  );
+}
+
+export function registerListDirectory(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+  server.registerTool(
+    'list_directory',
+    {
+      title: 'List a folder on a device',
+      description: `Lists a folder on one device: each entry's name, type (file, directory, symlink, other), size, mode and mtime, sorted by name, at most ${MAX_LIST_ENTRIES} entries.`,
+      inputSchema: listDirectoryInput,
+      outputSchema: listDirectoryResult,
+      annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+    },
+    audited('list_directory', async (args, ctx, who) => {
+      const { connection } = args;
+      const path = await authorizeFile(authorize, gateway, { connection, op: 'list', path: args.path, ctx, who });
+      const listing = await onDevice(gateway, connection, `listing ${path}`, async (client) => {
+        const real = await resolvedPath(gateway, client, { connection, op: 'list', path, who });
+        return withSftp(client, (sftp) => listDirectory(sftp, real, MAX_LIST_ENTRIES), ctx.mcpReq.signal);
+      });
+      const result = { connection, path, ...listing };
+      const shown = listing.entries.slice(0, 200).map((e) => `${e.type === 'directory' ? 'd' : e.type === 'symlink' ? 'l' : e.type === 'file' ? '-' : '?'} ${e.mode} ${String(e.size).padStart(10)} ${e.mtime} ${e.name}`);
+      const more = listing.entries.length > shown.length ? `\n... ${listing.entries.length - shown.length} more in structuredContent` : '';
+      const note = listing.truncated ? ` (truncated at ${MAX_LIST_ENTRIES})` : '';
+      return toolResult(result, `${connection}:${path}: ${listing.entries.length} entries${note}\n${shown.join('\n')}${more}`);
+    }),
+  );
+}
+
+export function registerUploadFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+  server.registerTool(
+    'upload_file',
+    {
+      title: 'Upload a file from the staging folder to a device',
+      description:
+        'Copies a file from the gateway\'s staging folder (gateway.staging_dir) to a device over SFTP, streamed with progress notifications, then verifies it (sha256 on both sides, or size if the device has no sha256sum) before renaming it into place atomically. ' +
+        'A failed verification leaves the target untouched. Refused on read_only connections.',
+      inputSchema: transferInput,
+      outputSchema: transferResult,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
+    },
+    audited('upload_file', async (args, ctx, who) => {
+      const { connection } = args;
+      gateway.connection(connection); // unknown connection: say so before judging local paths
+      const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, 'read');
+      const remotePath = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.remote_path, ctx, who });
+      const audit = { event: 'file_transfer', op: 'upload', connection, local_path: staged.path, remote_path: remotePath, client: who };
+      const progress = progressFor(ctx);
+      let outcome: TransferOutcome & { real: string };
+      try {
+        outcome = await onDevice(gateway, connection, `uploading to ${remotePath}`, async (client) => {
+          const real = await resolvedPath(gateway, client, { connection, op: 'write', path: remotePath, who });
+          const done = await uploadVerified(client, {
+            localPath: staged.path,
+            remotePath: real,
+            signal: ctx.mcpReq.signal,
+            onProgress: progress?.report,
+            verifyTimeoutMs: VERIFY_TIMEOUT_MS,
+            connection,
+          });
+          return { ...done, real };
+        });
+      } catch (err) {
+        await gateway.record({ ...audit, error: (err as Error).message });
+        throw err;
+      } finally {
+        progress?.finish();
+      }
+      const { real, ...transfer } = outcome;
+      await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
+      const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
+      return toolResult(result, transferText('upload', connection, staged.path, remotePath, transfer));
+    }),
+  );
+}
+
+export function registerDownloadFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+  server.registerTool(
+    'download_file',
+    {
+      title: 'Download a file from a device to the staging folder',
+      description:
+        'Copies a file from a device into the gateway\'s staging folder (gateway.staging_dir) over SFTP, streamed with progress notifications, verified (sha256 on both sides, or size if the device has no sha256sum) before it appears under local_path. ' +
+        'A failed verification leaves nothing behind.',
+      inputSchema: transferInput,
+      outputSchema: transferResult,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
+    },
+    audited('download_file', async (args, ctx, who) => {
+      const { connection } = args;
+      gateway.connection(connection);
+      const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, 'write');
+      const remotePath = await authorizeFile(authorize, gateway, { connection, op: 'read', path: args.remote_path, ctx, who });
+      const audit = { event: 'file_transfer', op: 'download', connection, local_path: staged.path, remote_path: remotePath, client: who };
+      const progress = progressFor(ctx);
+      let outcome: TransferOutcome & { real: string };
+      try {
+        outcome = await onDevice(gateway, connection, `downloading ${remotePath}`, async (client) => {
+          const real = await resolvedPath(gateway, client, { connection, op: 'read', path: remotePath, who });
+          const done = await downloadVerified(client, {
+            remotePath: real,
+            localPath: staged.path,
+            createLocalDirs: staged.missingDirs,
+            signal: ctx.mcpReq.signal,
+            onProgress: progress?.report,
+            verifyTimeoutMs: VERIFY_TIMEOUT_MS,
+            connection,
+          });
+          return { ...done, real };
+        });
+      } catch (err) {
+        await gateway.record({ ...audit, error: (err as Error).message });
+        throw err;
+      } finally {
+        progress?.finish();
+      }
+      const { real, ...transfer } = outcome;
+      await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
+      const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
+      return toolResult(result, transferText('download', connection, staged.path, remotePath, transfer));
+    }),
+  );
+}
