@@ -40,7 +40,9 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
   // What ran, on command_end too: get_history then shows each command with its exit code in one entry.
   const what = request.auditAs ?? { command: request.command };
 
-  return device.withSession(async (client) => {
+  // A gateway that is shutting down stops its commands too (killing them on the device), rather than leaving them running.
+  const signal = request.signal ? AbortSignal.any([request.signal, gateway.stopping]) : gateway.stopping;
+  return gateway.track(device.withSession(async (client) => {
     await gateway.record({
       event: 'command_start',
       ...base,
@@ -62,7 +64,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
         timeoutMs: timeoutS * 1000,
         maxOutputBytes: maxOutput,
         encoding: request.encoding,
-        signal: request.signal,
+        signal,
         onOutput: request.onOutput,
         openSideClient: () => device.openSideClient(),
       });
@@ -87,5 +89,5 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
       stderr_bytes: result.stderr.total_bytes,
     });
     return { ...result, ...base };
-  });
+  }));
 }

@@ -40,6 +40,8 @@ export interface ConnectionView extends ConnectionHealth {
 
 export class Gateway {
   readonly connections = new Map<string, DeviceConnection>();
+  private readonly shutdown = new AbortController();
+  private readonly inFlight = new Set<Promise<unknown>>();
   private tunnels?: TunnelProvider;
 
   constructor(
@@ -119,7 +121,24 @@ export class Gateway {
     return this.config.connections.filter((c) => !tag || (c.tags ?? []).includes(tag)).map((c) => this.view(c));
   }
 
+  /** Aborted when the gateway stops: running commands are stopped (and killed on their devices). */
+  get stopping(): AbortSignal {
+    return this.shutdown.signal;
+  }
+
+  /** Keeps count of a running command so close() can wait for it to be stopped and audited. */
+  track<T>(work: Promise<T>): Promise<T> {
+    this.inFlight.add(work);
+    const forget = (): void => void this.inFlight.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
   async close(): Promise<void> {
+    this.shutdown.abort();
+    // Give stopped commands time to be killed on their devices and to record command_end (kill grace is 2 s).
+    const settled = Promise.allSettled([...this.inFlight]);
+    await Promise.race([settled, new Promise((r) => setTimeout(r, 8000).unref())]);
     await Promise.all([...this.connections.values()].map((connection) => connection.close()));
   }
 }
