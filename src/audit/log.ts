@@ -236,6 +236,8 @@ function prepareEvent(event: AuditEvent): { eventName: string; fields: Record<st
 type Waiter = {
   eventName: string;
   fields: Record<string, unknown>;
+  /** fsync before resolving (with fsync 'always'); otherwise resolve once written to the OS. */
+  durable: boolean;
   resolve: (record: AuditRecord) => void;
   reject: (err: unknown) => void;
 };
@@ -251,6 +253,8 @@ export class AuditLog {
   private closed = false;
   /** Set when the file may no longer end on a record boundary; every later append fails with it. */
   private failure: AuditLogError | undefined;
+  /** Records written but not yet fsynced (only non-durable appends leave this set). */
+  private unsynced = false;
 
   private constructor(
     readonly path: string,
@@ -290,7 +294,7 @@ export class AuditLog {
    * Redacts the event, chains it and writes it as one line. Resolves with the record once it is
    * written (and fsynced with fsync 'always'); rejects if it could not be written.
    */
-  append(event: AuditEvent): Promise<AuditRecord> {
+  append(event: AuditEvent, options: { durable?: boolean } = {}): Promise<AuditRecord> {
     if (this.closed) return Promise.reject(new AuditLogError(`audit log ${this.path} is closed`, this.path));
     let prepared: ReturnType<typeof prepareEvent>;
     try {
@@ -299,9 +303,27 @@ export class AuditLog {
       return Promise.reject(err);
     }
     return new Promise<AuditRecord>((resolve, reject) => {
-      this.queue.push({ ...prepared, resolve, reject });
+      this.queue.push({ ...prepared, durable: options.durable !== false, resolve, reject });
       this.startDraining();
     });
+  }
+
+  /**
+   * Makes every record appended so far durable (fsync 'always'). Pairs with `append(e, { durable: false })`:
+   * such a record reaches the OS before the caller acts (so it survives a gateway crash) and reaches the disk
+   * by the next durable append or sync — in the gateway, before the tool's result is returned.
+   */
+  async sync(): Promise<void> {
+    while (this.draining) await this.idle;
+    if (this.fsync === 'never' || !this.unsynced) return;
+    if (this.failure) throw this.failure;
+    this.unsynced = false;
+    try {
+      await this.handle.datasync();
+    } catch (err) {
+      this.failure = this.writeError('could not fsync', err);
+      throw this.failure;
+    }
   }
 
   /** Waits for queued appends, then closes the file. Later appends reject. */
@@ -309,6 +331,7 @@ export class AuditLog {
     if (this.closed) return;
     this.closed = true;
     while (this.draining) await this.idle;
+    await this.sync().catch(() => undefined);
     await this.handle.close();
   }
 
@@ -332,7 +355,7 @@ export class AuditLog {
     const batch = await this.takeBatch();
     if (batch.waiters.length === 0) return;
     try {
-      await this.writeDurably(Buffer.concat(batch.lines), batch.records[0]!.seq);
+      await this.writeDurably(Buffer.concat(batch.lines), batch.records[0]!.seq, batch.waiters.some((w) => w.durable));
     } catch (err) {
       return this.rejectAll(batch.waiters, err);
     }
@@ -372,7 +395,7 @@ export class AuditLog {
     return this.size > 0 && this.size + extraBytes > this.maxBytes;
   }
 
-  private async writeDurably(data: Buffer, firstSeq: number): Promise<void> {
+  private async writeDurably(data: Buffer, firstSeq: number, durable: boolean): Promise<void> {
     const sizeBefore = this.size;
     try {
       await writeAll(this.handle, data);
@@ -382,6 +405,11 @@ export class AuditLog {
     }
     this.size += data.length;
     if (this.fsync === 'never') return;
+    if (!durable) {
+      this.unsynced = true;
+      return;
+    }
+    this.unsynced = false;
     try {
       await this.handle.datasync();
     } catch (err) {
@@ -419,6 +447,11 @@ export class AuditLog {
   /** <path>.k -> <path>.(k+1), dropping beyond `keep`; <path> -> <path>.1; a fresh <path>. */
   private async rotate(): Promise<void> {
     try {
+      // Records written without fsync must be on disk before their file is rotated away.
+      if (this.unsynced && this.fsync === 'always') {
+        await this.handle.datasync();
+        this.unsynced = false;
+      }
       await this.shiftRotatedFiles();
       await rename(this.path, rotatedPath(this.path, 1));
     } catch (err) {

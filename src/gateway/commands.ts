@@ -52,7 +52,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
       stdin_bytes: request.stdin !== undefined ? Buffer.byteLength(request.stdin) : undefined,
       timeout_s: timeoutS,
       client: request.client,
-    });
+    }, { durable: false }); // written before the command is sent; fsynced with command_end, before the result returns
     let result: ExecResult;
     try {
       // The audit write above yields; if the connection died meanwhile, reconnect rather than fail on it.

@@ -8,7 +8,8 @@ import { GatewayError } from '../errors.js';
 import { logger } from '../util/log.js';
 
 export interface AuditSink {
-  append(event: { event: string; [field: string]: unknown }): Promise<unknown>;
+  append(event: { event: string; [field: string]: unknown }, options?: { durable?: boolean }): Promise<unknown>;
+  sync?(): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -72,14 +73,22 @@ export class Gateway {
     return this.tunnels.openStream(name);
   }
 
-  /** Audit first; an audit failure is logged loudly (the audit module decides whether it may continue). */
-  async record(event: { event: string; [field: string]: unknown }): Promise<void> {
+  /**
+   * Audit first. `durable: false` returns once the record is written to the OS (it survives a gateway crash);
+   * `syncAudit()` or the next durable record makes it reach the disk. An audit failure is logged loudly.
+   */
+  async record(event: { event: string; [field: string]: unknown }, options?: { durable?: boolean }): Promise<void> {
     try {
-      await this.audit.append(event);
+      await this.audit.append(event, options);
     } catch (err) {
       logger.error(`audit log write failed for event ${event.event}: ${(err as Error).message}`);
       throw err;
     }
+  }
+
+  /** Everything recorded so far is on disk when this resolves. */
+  async syncAudit(): Promise<void> {
+    await this.audit.sync?.();
   }
 
   connection(name: string): DeviceConnection {

@@ -50,16 +50,18 @@ export function makeToolContext(
     authorize,
     audited: (tool, handler) => async (args, ctx) => {
       const who = identify();
-      // Not awaited yet: the handler's own first record (command_start) then shares this write and fsync.
-      // Awaited before anything is returned, so no result leaves the gateway unaudited.
-      const called = gateway.record({ event: 'tool_call', tool, client: who, ...auditableArgs(args) });
+      // Not awaited yet: the handler's own first record (command_start) then shares this write.
+      // Awaited, and synced to disk, before anything is returned: no result leaves the gateway unaudited.
+      const called = gateway.record({ event: 'tool_call', tool, client: who, ...auditableArgs(args) }, { durable: false });
       called.catch(() => undefined);
       try {
         const result = await handler(args, ctx, who);
         await called;
+        await gateway.syncAudit(); // usually a no-op: the handler's last record (command_end) was durable
         return result;
       } catch (err) {
         await called.catch(() => undefined);
+        await gateway.syncAudit().catch(() => undefined);
         if (err instanceof NeedsApproval) return err.result;
         return errorResult(err);
       }

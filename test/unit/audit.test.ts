@@ -408,3 +408,24 @@ test('secrets inside a command line are masked without changing the command arou
   assert.equal(redactText('x -----BEGIN RSA PRIVATE KEY----- y'), '[redacted]');
   assert.equal(redactText('Authorization: Bearer abc.def-123'), 'Authorization: Bearer [redacted]');
 });
+
+test('a non-durable record is in the file when append resolves, keeps its order, and sync/close make it durable', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'audit.log');
+  const log = await AuditLog.open(path, { fsync: 'always' });
+  await log.append({ event: 'command_start', connection: 'a' }, { durable: false });
+  // Visible to any reader (it is in the OS) before the command would be sent.
+  assert.equal((await readRecords(path)).at(-1)?.event, 'command_start');
+  const concurrent = [
+    log.append({ event: 'tool_call', n: 1 }, { durable: false }),
+    log.append({ event: 'command_end', n: 2 }),
+    log.append({ event: 'tool_call', n: 3 }, { durable: false }),
+  ];
+  await Promise.all(concurrent);
+  await log.sync();
+  await log.append({ event: 'after_sync' }, { durable: false });
+  await log.close();
+  const records = await readRecords(path);
+  assert.deepEqual(records.map((r) => r.event), ['command_start', 'tool_call', 'command_end', 'tool_call', 'after_sync']);
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5 });
+});
