@@ -1,5 +1,6 @@
 // What a device needs to join in tunnel mode, printed by `mcp-ssh-gateway edge-setup NAME`.
 import ssh2 from 'ssh2';
+import { knownHostsName } from '../ssh/host-keys.js';
 import type { ParsedKey } from 'ssh2';
 
 const { utils } = ssh2;
@@ -40,8 +41,7 @@ export function publicKeyLineOf(key: string | Buffer): string {
 export function knownHostsLine(host: string, port: number, publicKeyLine: string): string {
   const [type, blob] = publicKeyLine.trim().split(/\s+/);
   if (!type || !blob) throw new Error('host key line must be "TYPE BASE64"');
-  const hostField = port === 22 ? host : `[${host}]:${port}`;
-  return `${hostField} ${type} ${blob}`;
+  return `${knownHostsName(host, port)} ${type} ${blob}`;
 }
 
 /** The device's tunnel command, as argv (no shell quoting needed: every part is checked to be plain). */
