@@ -7,7 +7,7 @@ import { mkdir, open as openLocal, rename as renameLocal, rm, stat as statLocal 
 import { posix } from 'node:path';
 import type { FileEntryWithStats, OpenMode, SFTPWrapper, Stats, TransferOptions } from 'ssh2';
 import type { Client } from './ssh2.js';
-import { execCommand } from './exec.js';
+import { ConnectionLostError, execCommand } from './exec.js';
 import { shellQuote } from '../util/shell.js';
 import { GatewayError } from '../errors.js';
 
@@ -35,7 +35,7 @@ export function sftpError(err: unknown, what: string, connection: string): Gatew
   if (code === PERMISSION_DENIED) {
     return new GatewayError('bad_input', `${what} on "${connection}": permission denied for the login user. Use a path that user may access, or ask the operator.`);
   }
-  if (/No response from server|Not connected|closed|ECONNRESET/i.test(message)) {
+  if (err instanceof ConnectionLostError || /No response from server|Not connected|closed|ECONNRESET/i.test(message)) {
     return new GatewayError('connection_lost', `${what} on "${connection}": the SSH connection or SFTP session ended (${message}). Check the device with list_connections, then retry.`);
   }
   return new GatewayError('connect_failed', `${what} on "${connection}" failed: ${message}.`);
@@ -182,8 +182,9 @@ export async function readRange(sftp: Sftp, path: string, offset: number, length
   if (info.isFIFO() || info.isSocket()) throw new GatewayError('bad_input', `${path} is a ${info.isFIFO() ? 'FIFO' : 'socket'}, not a file; it can't be read with read_file.`);
   const handle = await openHandle(sftp, path, 'r');
   try {
-    // One byte beyond the range tells whether more follows, also for files whose reported size is 0.
-    const want = length + 1;
+    // One byte beyond the range tells whether more follows, also for files whose reported size is 0 (/proc).
+    const expected = info.isFile() && info.size > 0 ? Math.min(length, Math.max(0, info.size - offset)) : length;
+    const want = expected + 1;
     const buffer = Buffer.alloc(want);
     let got = 0;
     while (got < want) {
@@ -191,9 +192,9 @@ export async function readRange(sftp: Sftp, path: string, offset: number, length
       if (n === 0) break;
       got += n;
     }
-    const more = got > length;
-    const data = buffer.subarray(0, Math.min(got, length));
-    return { data: Buffer.from(data), size: Math.max(info.size, offset + got), more };
+    const more = got > expected;
+    const data = Buffer.from(buffer.subarray(0, Math.min(got, expected)));
+    return { data, size: Math.max(info.size, offset + data.length), more };
   } finally {
     await closeHandle(sftp, handle).catch(() => undefined);
   }
@@ -526,8 +527,8 @@ export async function downloadVerified(client: Client, request: DownloadRequest)
       },
       request.signal,
     );
-    const local = await sha256OfLocalFile(temp);
-    const remote = await remoteSha256(client, remotePath, request.verifyTimeoutMs);
+    // Both sides hash at once: the device's sha256sum and ours don't compete for anything.
+    const [local, remote] = await Promise.all([sha256OfLocalFile(temp), remoteSha256(client, remotePath, request.verifyTimeoutMs)]);
     let verified: TransferOutcome['verified'] = 'sha256';
     if (remote === null) {
       verified = 'size';
