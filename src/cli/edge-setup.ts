@@ -1,10 +1,18 @@
 // edge-setup NAME: prints what a device needs to join in tunnel mode.
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { renderEdgeSetup, publicKeyLineOf } from '../tunnel/index.js';
 import { parseHostPort } from '../util/net.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { UsageError, ExitError } from './errors.js';
+
+/** A wildcard listen address is no address a device can dial: fall back to this host's name. */
+function reachableName(listenHost: string): string {
+  if (listenHost !== '0.0.0.0' && listenHost !== '::') return listenHost;
+  process.stderr.write(`note: the tunnel server listens on all addresses; using this host's name "${os.hostname()}" — pass --gateway HOST if devices know it by another name\n`);
+  return os.hostname();
+}
 
 export async function edgeSetupCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, { config: { type: 'string' }, gateway: { type: 'string' } }, true);
@@ -25,7 +33,7 @@ export async function edgeSetupCommand(args: string[]): Promise<number> {
     renderEdgeSetup({
       name,
       port: connection.port,
-      gatewayHost: values.gateway ?? listen.host,
+      gatewayHost: values.gateway ?? reachableName(listen.host),
       tunnelPort: listen.port,
       hostKeyLine: publicKeyLineOf(readFileSync(config.gateway.tunnel_host_key!)),
       gatewayClientKeyLine,

@@ -23,6 +23,7 @@ interface ApprovalState {
 }
 
 const APPROVAL_KEY = 'approval';
+const STATE_TTL_SECONDS = 600;
 
 /** Thrown by the policy guard: the tool must return this input_required result instead of running anything. */
 export class NeedsApproval extends Error {
@@ -35,8 +36,9 @@ export type ApprovalAnswer = 'granted' | 'declined' | 'none';
 
 export class ApprovalDesk {
   // One process serves every round of a stdio flow; a per-process key is enough and never leaves memory.
-  private readonly codec = createRequestStateCodec<ApprovalState>({ key: randomBytes(32), ttlSeconds: 600 });
-  private readonly usedNonces = new Set<string>();
+  private readonly codec = createRequestStateCodec<ApprovalState>({ key: randomBytes(32), ttlSeconds: STATE_TTL_SECONDS });
+  /** Answers already used, until their request state expires (after that the codec refuses them anyway). */
+  private readonly usedNonces = new Map<string, number>();
 
   /** Server options that make the SDK verify echoed requestState before any handler runs. */
   get serverOptions(): { requestState: { verify: (state: string, ctx: ServerContext) => Promise<unknown> } } {
@@ -53,9 +55,18 @@ export class ApprovalDesk {
     if (!state || typeof state !== 'object' || state.subject !== subject || this.usedNonces.has(state.nonce)) return 'none';
     const responses = ctx.mcpReq.inputResponses;
     if (!responses || !(APPROVAL_KEY in responses)) return 'none';
-    this.usedNonces.add(state.nonce);
+    this.rememberUsed(state.nonce);
     const content = acceptedContent<{ approve?: unknown }>(responses, APPROVAL_KEY);
     return content?.approve === true ? 'granted' : 'declined';
+  }
+
+  private rememberUsed(nonce: string): void {
+    const now = Date.now();
+    for (const [old, expires] of this.usedNonces) {
+      if (expires > now) break; // insertion order is expiry order
+      this.usedNonces.delete(old);
+    }
+    this.usedNonces.set(nonce, now + STATE_TTL_SECONDS * 1000);
   }
 
   async ask(ctx: ServerContext, subject: string, message: string): Promise<CallToolResult> {

@@ -2,13 +2,16 @@
 // gateway's embedded server, and the agent's side driven through the real MCP client over stdio.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { Sshd, makeKeyPair, freePort, fingerprintOf, type KeyPair } from '../helpers/sshd.js';
-import { startGateway, callOk, callError, type GatewayUnderTest } from '../helpers/gateway.js';
+import { startGateway, callOk, callError, CLI, type GatewayUnderTest } from '../helpers/gateway.js';
+
+const run = promisify(execFile);
 
 let sshd: Sshd;
 let gw: GatewayUnderTest;
@@ -41,20 +44,22 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
-/** The device side of the tunnel: exactly the command edge-setup prints, aimed at the test sshd's port. */
+/** What `edge-setup` printed for the device, read once in the first test. */
+let printedTunnelLine = '';
+
+/**
+ * The device side of the tunnel: exactly the `ssh -N -R` line `edge-setup` printed, with the three things a test
+ * machine must differ in swapped for its own: the device's sshd port, its key file and its known_hosts file.
+ */
 function openTunnel(): ChildProcess {
-  const child = spawn(
-    'ssh',
-    [
-      '-N', '-R', `${forwardPort}:localhost:${sshd.port}`,
-      '-p', String(tunnelListenPort),
-      '-o', 'ExitOnForwardFailure=yes', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=3',
-      '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${gatewayKnownHosts}`, '-o', 'BatchMode=yes',
-      '-i', edgeKey.privatePath,
-      'edge-1@127.0.0.1',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  assert.ok(printedTunnelLine, 'edge-setup output was read');
+  const argv = printedTunnelLine
+    .replace(`-R ${forwardPort}:localhost:22 `, `-R ${forwardPort}:localhost:${sshd.port} `)
+    .replace('/etc/mcp-ssh-gateway/edge-1_ed25519', edgeKey.privatePath)
+    .replace('/etc/mcp-ssh-gateway/known_hosts', gatewayKnownHosts)
+    .split(' ');
+  assert.equal(argv[0], 'ssh');
+  const child = spawn('ssh', ['-o', 'BatchMode=yes', ...argv.slice(1)], { stdio: ['ignore', 'ignore', 'pipe'] });
   tunnels.push(child);
   return child;
 }
@@ -102,6 +107,17 @@ after(async () => {
   await gw?.close();
   await sshd?.stop();
   await rm(keysDir, { recursive: true, force: true });
+});
+
+test('edge-setup prints the tunnel command, the gateway known_hosts line and a systemd unit', async () => {
+  const { stdout } = await run(process.execPath, [CLI, 'edge-setup', 'edge-1', '--config', gw.configPath, '--gateway', '127.0.0.1']);
+  const [type, blob] = tunnelHostKey.publicLine.split(/\s+/);
+  assert.ok(stdout.includes(`[127.0.0.1]:${tunnelListenPort} ${type} ${blob}`), 'known_hosts line for the gateway host key');
+  assert.match(stdout, /Restart=always/);
+  printedTunnelLine = stdout.split('\n').find((line) => line.startsWith('ssh -N -R ')) ?? '';
+  assert.match(printedTunnelLine, new RegExp(`^ssh -N -R ${forwardPort}:localhost:22 -p ${tunnelListenPort} .*ExitOnForwardFailure=yes.*ServerAliveInterval=\\d+.* edge-1@127\\.0\\.0\\.1$`));
+  const wrong = await run(process.execPath, [CLI, 'edge-setup', 'nope', '--config', gw.configPath]).catch((err: { code: number; stderr: string }) => err);
+  assert.equal((wrong as { code: number }).code, 2);
 });
 
 test('a tunnel device is reported down until it dials in, and then runs commands through its tunnel', async () => {
