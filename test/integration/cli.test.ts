@@ -96,6 +96,14 @@ test('check on a good config exits 0, summarizes it, and warns that no policy is
   assertNoStackTrace(r);
 });
 
+test('check warns about allow patterns that are not anchored', async () => {
+  const file = await config('loose.json', [directConnection(sshd, 'dev3', { policy: { allow: ['uptime', '^df -h$'] } })]);
+  const r = await cli(['check', '--config', file]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /warning: \[0\]\.policy\.allow\[0\] "uptime" is not anchored/);
+  assert.ok(!/allow\[1\]/.test(r.stdout), 'an anchored pattern is not warned about');
+});
+
 test('check on a broken config exits 2 and prints every problem with its JSON path, no stack trace', async () => {
   const folder = await mkdtemp(path.join(dir, 'broken-'));
   const { file, expected } = await writeBrokenConfig(folder);
