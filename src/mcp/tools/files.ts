@@ -337,37 +337,75 @@ export function registerListDirectory(server: McpServer, { gateway, audited, aut
   );
 }
 
-export function registerUploadFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
+/** What differs between the two directions of a transfer; everything else (checks, audit, progress) is shared. */
+interface TransferDirection {
+  tool: 'upload_file' | 'download_file';
+  op: 'upload' | 'download';
+  title: string;
+  description: string;
+  /** How the staging folder is used, and how the device path is judged by policy. */
+  local: 'read' | 'write';
+  remote: 'write' | 'read';
+  verb: (remotePath: string) => string;
+  move: (client: Client, paths: { local: Awaited<ReturnType<typeof resolveStagedPath>>; remote: string }, options: { signal: AbortSignal; onProgress?: (done: number, total: number) => void; connection: string }) => Promise<TransferOutcome>;
+}
+
+const UPLOAD: TransferDirection = {
+  tool: 'upload_file',
+  op: 'upload',
+  title: 'Upload a file from the staging folder to a device',
+  description:
+    'Copies a file from the gateway\'s staging folder (gateway.staging_dir) to a device over SFTP, streamed with progress notifications, then verifies it (sha256 on both sides, or size if the device has no sha256sum) before renaming it into place atomically. ' +
+    'A failed verification leaves the target untouched. Refused on read_only connections.',
+  local: 'read',
+  remote: 'write',
+  verb: (remotePath) => `uploading to ${remotePath}`,
+  move: (client, paths, options) =>
+    uploadVerified(client, { localPath: paths.local.path, remotePath: paths.remote, verifyTimeoutMs: VERIFY_TIMEOUT_MS, ...options }),
+};
+
+const DOWNLOAD: TransferDirection = {
+  tool: 'download_file',
+  op: 'download',
+  title: 'Download a file from a device to the staging folder',
+  description:
+    'Copies a file from a device into the gateway\'s staging folder (gateway.staging_dir) over SFTP, streamed with progress notifications, verified (sha256 on both sides, or size if the device has no sha256sum) before it appears under local_path. ' +
+    'A failed verification leaves nothing behind.',
+  local: 'write',
+  remote: 'read',
+  verb: (remotePath) => `downloading ${remotePath}`,
+  move: (client, paths, options) =>
+    downloadVerified(client, {
+      remotePath: paths.remote,
+      localPath: paths.local.path,
+      createLocalDirs: paths.local.missingDirs,
+      verifyTimeoutMs: VERIFY_TIMEOUT_MS,
+      ...options,
+    }),
+};
+
+function registerTransfer(server: McpServer, { gateway, audited, authorize }: ToolContext, direction: TransferDirection): void {
   server.registerTool(
-    'upload_file',
+    direction.tool,
     {
-      title: 'Upload a file from the staging folder to a device',
-      description:
-        'Copies a file from the gateway\'s staging folder (gateway.staging_dir) to a device over SFTP, streamed with progress notifications, then verifies it (sha256 on both sides, or size if the device has no sha256sum) before renaming it into place atomically. ' +
-        'A failed verification leaves the target untouched. Refused on read_only connections.',
+      title: direction.title,
+      description: direction.description,
       inputSchema: transferInput,
       outputSchema: transferResult,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
     },
-    audited('upload_file', async (args, ctx, who) => {
+    audited(direction.tool, async (args, ctx, who) => {
       const { connection } = args;
       gateway.connection(connection); // unknown connection: say so before judging local paths
-      const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, 'read');
-      const remotePath = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.remote_path, ctx, who });
-      const audit = { event: 'file_transfer', op: 'upload', connection, local_path: staged.path, remote_path: remotePath, client: who };
+      const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, direction.local);
+      const remotePath = await authorizeFile(authorize, gateway, { connection, op: direction.remote, path: args.remote_path, ctx, who });
+      const audit = { event: 'file_transfer', op: direction.op, connection, local_path: staged.path, remote_path: remotePath, client: who };
       const progress = progressFor(ctx);
       let outcome: TransferOutcome & { real: string };
       try {
-        outcome = await onDevice(gateway, connection, `uploading to ${remotePath}`, async (client) => {
-          const real = await resolvedPath(gateway, client, { connection, op: 'write', path: remotePath, who });
-          const done = await uploadVerified(client, {
-            localPath: staged.path,
-            remotePath: real,
-            signal: ctx.mcpReq.signal,
-            onProgress: progress?.report,
-            verifyTimeoutMs: VERIFY_TIMEOUT_MS,
-            connection,
-          });
+        outcome = await onDevice(gateway, connection, direction.verb(remotePath), async (client) => {
+          const real = await resolvedPath(gateway, client, { connection, op: direction.remote, path: remotePath, who });
+          const done = await direction.move(client, { local: staged, remote: real }, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection });
           return { ...done, real };
         });
       } catch (err) {
@@ -379,55 +417,15 @@ export function registerUploadFile(server: McpServer, { gateway, audited, author
       const { real, ...transfer } = outcome;
       await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
       const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
-      return toolResult(result, transferText('upload', connection, staged.path, remotePath, transfer));
+      return toolResult(result, transferText(direction.op, connection, staged.path, remotePath, transfer));
     }),
   );
 }
 
-export function registerDownloadFile(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
-  server.registerTool(
-    'download_file',
-    {
-      title: 'Download a file from a device to the staging folder',
-      description:
-        'Copies a file from a device into the gateway\'s staging folder (gateway.staging_dir) over SFTP, streamed with progress notifications, verified (sha256 on both sides, or size if the device has no sha256sum) before it appears under local_path. ' +
-        'A failed verification leaves nothing behind.',
-      inputSchema: transferInput,
-      outputSchema: transferResult,
-      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
-    },
-    audited('download_file', async (args, ctx, who) => {
-      const { connection } = args;
-      gateway.connection(connection);
-      const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, 'write');
-      const remotePath = await authorizeFile(authorize, gateway, { connection, op: 'read', path: args.remote_path, ctx, who });
-      const audit = { event: 'file_transfer', op: 'download', connection, local_path: staged.path, remote_path: remotePath, client: who };
-      const progress = progressFor(ctx);
-      let outcome: TransferOutcome & { real: string };
-      try {
-        outcome = await onDevice(gateway, connection, `downloading ${remotePath}`, async (client) => {
-          const real = await resolvedPath(gateway, client, { connection, op: 'read', path: remotePath, who });
-          const done = await downloadVerified(client, {
-            remotePath: real,
-            localPath: staged.path,
-            createLocalDirs: staged.missingDirs,
-            signal: ctx.mcpReq.signal,
-            onProgress: progress?.report,
-            verifyTimeoutMs: VERIFY_TIMEOUT_MS,
-            connection,
-          });
-          return { ...done, real };
-        });
-      } catch (err) {
-        await gateway.record({ ...audit, error: (err as Error).message });
-        throw err;
-      } finally {
-        progress?.finish();
-      }
-      const { real, ...transfer } = outcome;
-      await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
-      const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
-      return toolResult(result, transferText('download', connection, staged.path, remotePath, transfer));
-    }),
-  );
+export function registerUploadFile(server: McpServer, context: ToolContext): void {
+  registerTransfer(server, context, UPLOAD);
+}
+
+export function registerDownloadFile(server: McpServer, context: ToolContext): void {
+  registerTransfer(server, context, DOWNLOAD);
 }
