@@ -22,6 +22,11 @@ export async function serveCommand(args: string[]): Promise<number> {
     'tunnel-listen': { type: 'string' },
   });
   const config = loadConfig(requireOption(values.config, '--config'));
+  // A stray rejected promise (a device or client misbehaving in a way nothing awaited) must not take every other
+  // session down with it: report it loudly and keep serving.
+  process.on('unhandledRejection', (reason) => {
+    logger.error(`unhandled rejection (the gateway keeps serving): ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}`);
+  });
   for (const warning of config.warnings) logger.warn(warning);
   const audit = await AuditLog.open(config.gateway.audit_log, {
     fsync: config.gateway.audit_fsync ?? 'always',
