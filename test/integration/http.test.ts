@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { Sshd, freePort } from '../helpers/sshd.js';
 import { writeConfig, directConnection, CLI } from '../helpers/gateway.js';
@@ -12,6 +12,7 @@ let sshd: Sshd;
 let gateway: ChildProcess;
 let url: string;
 let auditPath: string;
+let configDir: string;
 
 before(async () => {
   sshd = await Sshd.start();
@@ -21,6 +22,7 @@ before(async () => {
     connections: [directConnection(sshd)],
   });
   auditPath = `${dir}/audit.log`;
+  configDir = dir;
   gateway = spawn(process.execPath, [CLI, 'serve', '--config', configPath], {
     env: { ...process.env, MCPGW_TEST_TOKEN: TOKEN },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -38,8 +40,13 @@ before(async () => {
 });
 
 after(async () => {
-  gateway?.kill('SIGTERM');
+  if (gateway && gateway.exitCode === null) {
+    const exited = new Promise((r) => gateway.once('exit', r));
+    gateway.kill('SIGTERM');
+    await exited;
+  }
   await sshd?.stop();
+  if (configDir) await rm(configDir, { recursive: true, force: true });
 });
 
 async function connect(token?: string): Promise<Client> {
