@@ -22,6 +22,13 @@ export async function edgeSetupCommand(args: string[]): Promise<number> {
   const connection = config.connections.find((c) => c.name === name);
   if (!connection) throw new ExitError(`no connection "${name}" in ${config.file}; known: ${config.connections.map((c) => c.name).join(', ')}`, 2);
   if (connection.mode !== 'tunnel') throw new ExitError(`connection "${name}" is in ${connection.mode} mode; edge-setup is for tunnel connections`, 2);
+  if (!config.gateway.tunnel_host_key) {
+    throw new ExitError(
+      `the gateway has no tunnel host key yet: run \`mcp-ssh-gateway keygen --out DIR\` and set gateway.tunnel_host_key (full config form), then run edge-setup again`,
+      2,
+    );
+  }
+  const hostKeyFile = config.gateway.tunnel_host_key;
   const listen = parseHostPort(config.gateway.tunnel_listen);
   let gatewayClientKeyLine: string | undefined;
   try {
@@ -35,7 +42,7 @@ export async function edgeSetupCommand(args: string[]): Promise<number> {
       port: connection.port,
       gatewayHost: values.gateway ?? reachableName(listen.host),
       tunnelPort: listen.port,
-      hostKeyLine: publicKeyLineOf(readFileSync(config.gateway.tunnel_host_key!)),
+      hostKeyLine: publicKeyLineOf(readFileSync(hostKeyFile)),
       gatewayClientKeyLine,
     }),
   );

@@ -151,12 +151,13 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   }));
   const resolved = resolvedEntries.map((e) => e.connection);
   checkAcrossConnections(resolvedEntries, connectionsPrefix, issues);
-  if (gatewayParsed && resolved.some((c) => c.mode === 'tunnel') && !resolvedGateway.tunnel_host_key) {
+  // The tunnel server needs a host key only once some device can log in (has an edge_public_key). Tunnel entries
+  // without one — the original array form has no place for it — load, are reported, and the rest keeps working.
+  if (gatewayParsed && resolved.some((c) => c.mode === 'tunnel' && c.edgePublicKeyLine) && !resolvedGateway.tunnel_host_key) {
     issues.push({
-      path: form === 'array' ? '' : 'gateway.tunnel_host_key',
+      path: 'gateway.tunnel_host_key',
       message:
-        'tunnel connections need the tunnel server host key: run `mcp-ssh-gateway keygen --out DIR` and set gateway.tunnel_host_key to DIR/tunnel_host_ed25519_key' +
-        (form === 'array' ? ' (this needs the full { "gateway": ..., "connections": [...] } form)' : ''),
+        'tunnel connections with an edge_public_key need the tunnel server host key: run `mcp-ssh-gateway keygen --out DIR` and set gateway.tunnel_host_key to DIR/tunnel_host_ed25519_key',
     });
   }
   if (issues.length > 0) throw new ConfigError(absolute, issues);
@@ -397,7 +398,8 @@ function collectWarnings(connections: ResolvedConnection[], prefix: (string | nu
     }
     if (c.mode === 'tunnel' && !c.edgePublicKeyLine) {
       warnings.push(
-        `${formatPath([...prefix, i])} ("${c.name}"): tunnel connection without edge_public_key — no device can log in for it. Add "edge_public_key": "ssh-ed25519 AAAA... (the device's public key)" (full config form).`,
+        `${formatPath([...prefix, i])} ("${c.name}"): tunnel connection without edge_public_key — no device can log in for it; the other connections work. ` +
+          `Add "edge_public_key": "ssh-ed25519 AAAA... (the device's public key)" to it (and gateway.tunnel_host_key; this needs the full { "gateway": ..., "connections": [...] } form), then run edge-setup ${c.name}.`,
       );
     }
   });

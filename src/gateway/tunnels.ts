@@ -9,12 +9,13 @@ import { logger } from '../util/log.js';
 export async function startTunnelServer(gateway: Gateway, listenOverride?: string): Promise<TunnelServer | undefined> {
   const config = gateway.config;
   const tunnelConnections = config.connections.filter((c) => c.mode === 'tunnel');
-  if (tunnelConnections.length === 0) return undefined;
+  // Without any edge key no device could log in: don't listen at all (config load reported those entries).
+  if (!tunnelConnections.some((c) => c.edgePublicKeyLine) || !config.gateway.tunnel_host_key) return undefined;
   const listen = parseHostPort(listenOverride ?? config.gateway.tunnel_listen);
   if (!isLoopbackHost(listen.host)) logger.warn(`tunnel server listens on ${listen.host}:${listen.port}, beyond loopback (as configured)`);
   const server = new TunnelServer({
     listen,
-    hostKey: readFileSync(config.gateway.tunnel_host_key!),
+    hostKey: readFileSync(config.gateway.tunnel_host_key),
     endpoints: tunnelConnections.map((c) => ({ name: c.name, port: c.port, edgePublicKey: c.edgePublicKeyLine, bindLoopback: c.bind_loopback })),
     keepaliveIntervalMs: (config.gateway.timeouts?.keepalive_s ?? 15) * 1000,
     onEvent: (event) => {
