@@ -15,6 +15,8 @@ export interface AuthorizeRequest {
   who: CallerIdentity;
   /** Actions: operator-written templates skip the pattern lists; `confirm: true` on the action still asks a human. */
   action?: { name: string; confirm: boolean };
+  /** Working directory: under a policy it is refused, since the patterns judge relative paths as written. */
+  cwd?: string;
   /** Environment for the command: under a policy it is refused, since PATH, LD_PRELOAD, BASH_ENV... change what runs. */
   env?: Record<string, string>;
   /** Tools that cannot carry an approval round (fan-out) refuse confirm commands instead of asking. */
@@ -32,8 +34,15 @@ function alternatives(gateway: Gateway, connection: string): string {
 }
 
 export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: ApprovalDesk): Authorizer {
-  return async ({ connection, command, ctx, who, action, env, canAsk = true, decided }) => {
+  return async ({ connection, command, ctx, who, action, env, cwd, canAsk = true, decided }) => {
     const device = gateway.connection(connection);
+    if (device.config.effectivePolicy && cwd !== undefined && cwd !== '/') {
+      await gateway.record({ event: 'policy_denial', connection, command, cwd, client: who, rule: 'cwd', reason: 'cwd under a policy' });
+      throw new GatewayError(
+        'policy_denied',
+        `refused: "${connection}" has a policy, and its patterns judge the command's paths as written; a working directory (${cwd}) would change what relative paths reach. Use absolute paths instead of cwd. Nothing was run.`,
+      );
+    }
     if (device.config.effectivePolicy && env && Object.keys(env).length > 0) {
       await gateway.record({ event: 'policy_denial', connection, command, client: who, rule: 'env', reason: 'env under a policy' });
       throw new GatewayError(

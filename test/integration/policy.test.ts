@@ -138,6 +138,11 @@ test('env is refused under a policy, since it could change what runs', async () 
   assert.match(refusal, /environment/);
 });
 
+test('cwd is refused under a policy, since relative paths would reach elsewhere', async () => {
+  const refusal = await callError(gw, 'run_command', { connection: 'guarded', command: 'ls', cwd: '/etc' });
+  assert.match(refusal, /absolute paths/);
+});
+
 test('read_only refuses redirections that write, and allows the rest', async () => {
   const refusal = await callError(gw, 'run_command', { connection: 'readonly', command: `echo data > ${marker}` });
   assert.match(refusal, /read_only|read-only|writes/i);

@@ -91,7 +91,7 @@ export function registerRunCommand(server: McpServer, { gateway, audited, author
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
     },
     audited('run_command', async (args, ctx, who) => {
-      await authorize({ connection: args.connection, command: args.command, env: args.env, ctx, who });
+      await authorize({ connection: args.connection, command: args.command, env: args.env, cwd: args.cwd, ctx, who });
       const streamer = OutputStreamer.forRequest(ctx);
       const outcome = await runCommandOnDevice(gateway, {
         connection: args.connection,
