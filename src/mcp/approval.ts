@@ -36,7 +36,12 @@ export type ApprovalAnswer = 'granted' | 'declined' | 'none';
 
 export class ApprovalDesk {
   // One process serves every round of a stdio flow; a per-process key is enough and never leaves memory.
-  private readonly codec = createRequestStateCodec<ApprovalState>({ key: randomBytes(32), ttlSeconds: STATE_TTL_SECONDS });
+  private readonly codec = createRequestStateCodec<ApprovalState>({
+    key: randomBytes(32),
+    ttlSeconds: STATE_TTL_SECONDS,
+    // Over HTTP an approval answer is only good for the principal that was asked.
+    bind: (ctx) => ctx.http?.authInfo?.clientId ?? 'stdio',
+  });
   /** Answers already used, until their request state expires (after that the codec refuses them anyway). */
   private readonly usedNonces = new Map<string, number>();
 
@@ -70,7 +75,7 @@ export class ApprovalDesk {
   }
 
   async ask(ctx: ServerContext, subject: string, message: string): Promise<CallToolResult> {
-    const requestState = await this.codec.mint({ subject, nonce: randomBytes(16).toString('hex') });
+    const requestState = await this.codec.mint({ subject, nonce: randomBytes(16).toString('hex') }, ctx);
     return inputRequired({
       inputRequests: { [APPROVAL_KEY]: inputRequired.elicit({ message, requestedSchema: approvalSchema }) },
       requestState,
