@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { rm } from 'node:fs/promises';
 import { Sshd } from '../helpers/sshd.js';
 import { startGateway, directConnection, callOk, callError, writeConfig, CLI, type GatewayUnderTest } from '../helpers/gateway.js';
 
@@ -31,8 +32,8 @@ after(async () => {
 });
 
 test('check accepts the original array form with a tunnel entry and says what the tunnel entry lacks', async () => {
-  const { configPath } = await writeConfig(seedConfig());
-  const { stdout } = await run(process.execPath, [CLI, 'check', '--config', configPath]);
+  const { dir, configPath } = await writeConfig(seedConfig());
+  const { stdout } = await run(process.execPath, [CLI, 'check', '--config', configPath]).finally(() => rm(dir, { recursive: true, force: true }));
   assert.match(stdout, /ok \(array form, 2 connection\(s\), 1 in tunnel mode/);
   assert.match(stdout, /"edge-vm-2".*without edge_public_key.*Add "edge_public_key"/);
 });
