@@ -66,7 +66,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     // The SDK's default 10 MiB message limit closes the transport on a larger message and leaves the gateway deaf;
     // 64 MiB admits any valid request (inputs are capped far below by the tool schemas, which answer with an error).
     const transport = new StdioServerTransport(process.stdin, process.stdout, { maxBufferSize: STDIO_MAX_MESSAGE_BYTES });
-    const handle = serveStdio(() => createMcpServer(gateway, desk, { transport: 'stdio' }), {
+    const handle = serveStdio((ctx) => createMcpServer(gateway, desk, { transport: 'stdio', era: ctx.era }), {
       transport,
       onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
     });

@@ -12,6 +12,8 @@ export interface CallerIdentity {
   /** HTTP principal (bearer token name), when served over HTTP. */
   principal?: string;
   transport: 'stdio' | 'http';
+  /** MCP protocol era of this connection: 'legacy' (2025) or 'modern' (2026-07-28). */
+  era?: 'legacy' | 'modern';
 }
 
 export type ToolHandler<A> = (args: A, ctx: ServerContext, who: CallerIdentity) => Promise<CallToolResult>;

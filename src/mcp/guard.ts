@@ -78,7 +78,11 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
       throw new GatewayError('policy_denied', `a human declined to run this on "${connection}" (${decision.rule}). Nothing was run. Do not retry it unchanged; ask the human what they want instead.`);
     }
     if (!canAsk || !clientCanElicit(server, ctx)) {
-      const why = canAsk ? 'this MCP client cannot ask its human (it did not declare elicitation support)' : 'this tool cannot ask for approval per device';
+      const why = !canAsk
+        ? 'this tool cannot ask for approval per device'
+        : who.transport === 'http' && who.era === 'legacy'
+          ? 'this client speaks the 2025 MCP protocol over stateless HTTP, where the gateway cannot ask its human (use a client that speaks the 2026-07-28 protocol, or stdio)'
+          : 'this MCP client cannot ask its human (it did not declare elicitation support)';
       await gateway.record({ event: 'approval_refused', ...base, rule: decision.rule, reason: why });
       throw new GatewayError(
         'policy_denied',

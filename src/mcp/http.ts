@@ -41,7 +41,7 @@ function refuse(res: ServerResponse, status: number, message: string, extraHeade
 
 export async function startHttp(gateway: Gateway, desk: ApprovalDesk, listen: { host: string; port: number }, tokens: HttpToken[]): Promise<HttpEndpoint> {
   if (tokens.length === 0) throw new Error('HTTP needs at least one bearer token: add gateway.http.tokens (token_env, token_file or token_sha256)');
-  const handler = createMcpHandler((ctx) => createMcpServer(gateway, desk, { transport: 'http', principal: ctx.authInfo?.clientId }));
+  const handler = createMcpHandler((ctx) => createMcpServer(gateway, desk, { transport: 'http', era: ctx.era, principal: ctx.authInfo?.clientId }));
   const serve = toNodeHandler(handler, { onerror: (err) => logger.warn(`HTTP MCP: ${err.message}`) });
   // DNS-rebinding guard for loopback listeners: a web page must not reach us through a hostname it controls.
   const checkHost = isLoopbackHost(listen.host) ? localhostHostValidation() : undefined;

@@ -49,6 +49,8 @@ export async function startGateway(
     capabilities?: Record<string, unknown>;
     /** Runs before connect, e.g. to register an elicitation handler. */
     setup?: (client: Client) => void;
+    /** 'modern' negotiates the 2026-07-28 protocol; the SDK client's default is the 2025 era. */
+    era?: 'legacy' | 'modern';
   } = {},
 ): Promise<GatewayUnderTest> {
   const { dir, configPath } = await writeConfig(config);
@@ -62,7 +64,10 @@ export async function startGateway(
   transport.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
   });
-  const client = new Client({ name: options.clientName ?? 'gateway-test', version: '1.0.0' }, { capabilities: options.capabilities ?? {} });
+  const client = new Client(
+    { name: options.clientName ?? 'gateway-test', version: '1.0.0' },
+    { capabilities: options.capabilities ?? {}, versionNegotiation: { mode: options.era === 'modern' ? 'auto' : 'legacy' } },
+  );
   options.setup?.(client);
   await client.connect(transport);
   return {

@@ -19,7 +19,7 @@ before(async () => {
   const port = await freePort();
   const { dir, configPath } = await writeConfig({
     gateway: { http: { listen: `127.0.0.1:${port}`, tokens: [{ name: 'ci-agent', token_env: 'MCPGW_TEST_TOKEN' }] } },
-    connections: [directConnection(sshd)],
+    connections: [directConnection(sshd), directConnection(sshd, 'guarded', { policy: { allow: ['^echo \\w+$'], confirm: ['^echo approved\\w*$'] } })],
   });
   auditPath = `${dir}/audit.log`;
   configDir = dir;
@@ -49,14 +49,43 @@ after(async () => {
   if (configDir) await rm(configDir, { recursive: true, force: true });
 });
 
-async function connect(token?: string): Promise<Client> {
+async function connect(
+  token?: string,
+  human?: (message: string) => { action: 'accept' | 'decline'; content?: Record<string, unknown> },
+  era: 'legacy' | 'modern' = 'modern',
+): Promise<Client> {
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     requestInit: token ? { headers: { authorization: `Bearer ${token}` } } : undefined,
   });
-  const client = new Client({ name: 'http-test', version: '1.0.0' });
+  const client = new Client({ name: 'http-test', version: '1.0.0' }, { capabilities: human ? { elicitation: { form: {} } } : {}, versionNegotiation: { mode: era === 'modern' ? 'auto' : 'legacy' } });
+  if (human) client.setRequestHandler('elicitation/create', async (request) => human((request.params as { message: string }).message));
   await client.connect(transport);
   return client;
 }
+
+test('over HTTP, a confirm command runs after the remote human approves, and not after a decline', async () => {
+  const asked: string[] = [];
+  const yes = await connect(TOKEN, (message) => {
+    asked.push(message);
+    return { action: 'accept', content: { approve: true } };
+  });
+  try {
+    const result = await yes.callTool({ name: 'run_command', arguments: { connection: 'guarded', command: 'echo approvedhttp' } });
+    assert.notEqual(result.isError, true, JSON.stringify(result.content));
+    assert.equal((result.structuredContent as { stdout: string }).stdout, 'approvedhttp\n');
+    assert.equal(asked.length, 1);
+  } finally {
+    await yes.close();
+  }
+  const no = await connect(TOKEN, () => ({ action: 'decline' }));
+  try {
+    const result = await no.callTool({ name: 'run_command', arguments: { connection: 'guarded', command: 'echo approvednot' } });
+    assert.equal(result.isError, true);
+    assert.match((result.content as { text: string }[])[0].text, /declined/);
+  } finally {
+    await no.close();
+  }
+});
 
 test('a request without the bearer token is refused with 401 and runs nothing', async () => {
   const response = await fetch(url, {
@@ -87,6 +116,19 @@ test('with the token, the MCP client runs a command over HTTP and the audit log 
   assert.equal((call.client as { transport?: string }).transport, 'http');
   assert.ok(records.some((r) => r.event === 'http_auth_failed'), 'refused requests are audited');
   assert.ok(!JSON.stringify(records).includes(TOKEN), 'the token never reaches the audit log');
+});
+
+test('a 2025-era client over stateless HTTP is told why it cannot be asked, and nothing runs', async () => {
+  const legacy = await connect(TOKEN, () => ({ action: 'accept', content: { approve: true } }), 'legacy');
+  try {
+    const plain = await legacy.callTool({ name: 'run_command', arguments: { connection: 'dev1', command: 'echo legacy' } });
+    assert.equal((plain.structuredContent as { stdout: string }).stdout, 'legacy\n');
+    const result = await legacy.callTool({ name: 'run_command', arguments: { connection: 'guarded', command: 'echo approvedlegacy' } });
+    assert.equal(result.isError, true);
+    assert.match((result.content as { text: string }[])[0].text, /2025 MCP protocol over stateless HTTP/);
+  } finally {
+    await legacy.close();
+  }
 });
 
 test('nothing but /mcp is served', async () => {

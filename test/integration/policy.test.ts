@@ -189,11 +189,15 @@ test('a confirm command is refused when the client cannot ask its human', async 
   assert.equal(existsSync(target), false);
 });
 
-async function gatewayWithHuman(answer: (message: string) => { action: 'accept' | 'decline' | 'cancel'; content?: Record<string, unknown> }): Promise<{ gw: GatewayUnderTest; asked: string[] }> {
+async function gatewayWithHuman(
+  answer: (message: string) => { action: 'accept' | 'decline' | 'cancel'; content?: Record<string, unknown> },
+  era: 'legacy' | 'modern' = 'legacy',
+): Promise<{ gw: GatewayUnderTest; asked: string[] }> {
   const asked: string[] = [];
   const human = await startGateway(
     { connections: [directConnection(sshd, 'guarded', { policy: { allow, confirm: ['^touch /tmp/mcpgw-approved-\\w+$'] } })] },
     {
+      era,
       capabilities: { elicitation: { form: {} } },
       setup: (client) =>
         client.setRequestHandler('elicitation/create', async (request) => {
@@ -206,27 +210,29 @@ async function gatewayWithHuman(answer: (message: string) => { action: 'accept' 
   return { gw: human, asked };
 }
 
-test('a confirm command runs only after the human says yes through the client', async () => {
-  const target = `/tmp/mcpgw-approved-${process.pid}b`;
-  const { gw: human, asked } = await gatewayWithHuman(() => ({ action: 'accept', content: { approve: true } }));
-  try {
-    const result = await callOk<{ exit_code: number }>(human, 'run_command', { connection: 'guarded', command: `touch ${target}` });
-    assert.equal(result.exit_code, 0);
-    assert.equal(asked.length, 1);
-    assert.match(asked[0], new RegExp(target));
-    assert.equal(existsSync(target), true);
-    const events = readFileSync(human.auditPath, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { event: string }).event);
-    assert.ok(events.includes('approval_asked') && events.includes('approval_granted'));
-  } finally {
-    await rm(target, { force: true });
-    await human.close();
-  }
-});
+for (const era of ['legacy', 'modern'] as const) {
+  test(`a confirm command runs only after the human says yes through the client (${era} protocol era)`, async () => {
+    const target = `/tmp/mcpgw-approved-${process.pid}b${era}`;
+    const { gw: human, asked } = await gatewayWithHuman(() => ({ action: 'accept', content: { approve: true } }), era);
+    try {
+      const result = await callOk<{ exit_code: number }>(human, 'run_command', { connection: 'guarded', command: `touch ${target}` });
+      assert.equal(result.exit_code, 0);
+      assert.equal(asked.length, 1);
+      assert.match(asked[0], new RegExp(target));
+      assert.equal(existsSync(target), true);
+      const events = readFileSync(human.auditPath, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { event: string }).event);
+      assert.ok(events.includes('approval_asked') && events.includes('approval_granted'));
+    } finally {
+      await rm(target, { force: true });
+      await human.close();
+    }
+  });
+}
 
-test('a declined or cancelled approval refuses the command', async () => {
-  for (const action of ['decline', 'cancel'] as const) {
-    const target = `/tmp/mcpgw-approved-${process.pid}${action}`;
-    const { gw: human, asked } = await gatewayWithHuman(() => ({ action }));
+test('a declined or cancelled approval refuses the command (both protocol eras)', async () => {
+  for (const [action, era] of [['decline', 'legacy'], ['cancel', 'legacy'], ['decline', 'modern'], ['cancel', 'modern']] as const) {
+    const target = `/tmp/mcpgw-approved-${process.pid}${action}${era}`;
+    const { gw: human, asked } = await gatewayWithHuman(() => ({ action }), era);
     try {
       const refusal = await callError(human, 'run_command', { connection: 'guarded', command: `touch ${target}` });
       assert.match(refusal, /declined/);
