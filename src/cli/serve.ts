@@ -15,6 +15,14 @@ import { VERSION } from '../version.js';
 
 const STDIO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+function listenFlag(flag: string, value: string): { host: string; port: number } {
+  try {
+    return parseHostPort(value);
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
+  }
+}
+
 export async function serveCommand(args: string[]): Promise<number> {
   const { values } = parseCommandArgs(args, {
     config: { type: 'string' },
@@ -22,6 +30,10 @@ export async function serveCommand(args: string[]): Promise<number> {
     'tunnel-listen': { type: 'string' },
   });
   const config = loadConfig(requireOption(values.config, '--config'));
+  // Bad flags are usage errors (exit 2), found before anything is started or audited.
+  const httpListen = values.http ?? config.gateway.http?.listen;
+  const http = httpListen ? listenFlag('--http', httpListen) : undefined;
+  const tunnelListen = listenFlag('--tunnel-listen', values['tunnel-listen'] ?? config.gateway.tunnel_listen);
   // A stray rejected promise (a device or client misbehaving in a way nothing awaited) must not take every other
   // session down with it: report it loudly and keep serving.
   process.on('unhandledRejection', (reason) => {
@@ -34,9 +46,10 @@ export async function serveCommand(args: string[]): Promise<number> {
     keep: config.gateway.audit_keep,
   });
   const gateway = new Gateway(config, audit);
-  await gateway.record({ event: 'gateway_start', version: VERSION, pid: process.pid, transport: values.http ?? config.gateway.http?.listen ? 'http' : 'stdio' });
+  await gateway.record({ event: 'gateway_start', version: VERSION, pid: process.pid, transport: http ? 'http' : 'stdio' });
   await gateway.record({ event: 'config_loaded', file: config.file, sha256: config.sha256, connections: config.connections.length });
 
+  let tunnels: Awaited<ReturnType<typeof startTunnelServer>>;
   let stopping: Promise<void> | undefined;
   const stop = (reason: string): Promise<void> =>
     (stopping ??= (async () => {
@@ -47,42 +60,41 @@ export async function serveCommand(args: string[]): Promise<number> {
       await audit.close();
     })());
 
-  const tunnels = await startTunnelServer(gateway, values['tunnel-listen']);
-  const desk = new ApprovalDesk();
   let transportClosed: () => void = () => undefined;
-  const httpListen = values.http ?? config.gateway.http?.listen;
   let closeTransport: () => Promise<void>;
-  if (httpListen) {
-    let listen: { host: string; port: number };
-    try {
-      listen = parseHostPort(httpListen);
-    } catch (err) {
-      throw new UsageError(`--http: ${(err as Error).message}`);
+  try {
+    // A port already in use (tunnel or HTTP) ends the start; the audit log then says so and is closed cleanly.
+    tunnels = await startTunnelServer(gateway, tunnelListen);
+    const desk = new ApprovalDesk();
+    if (http) {
+      const endpoint = await startHttp(gateway, desk, http, config.gateway.httpTokens);
+      logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) at ${endpoint.url}; audit log ${config.gateway.audit_log}`);
+      closeTransport = endpoint.close;
+    } else {
+      // The SDK's default 10 MiB message limit closes the transport on a larger message and leaves the gateway deaf;
+      // 64 MiB admits any valid request (inputs are capped far below by the tool schemas, which answer with an error).
+      const transport = new StdioServerTransport(process.stdin, process.stdout, { maxBufferSize: STDIO_MAX_MESSAGE_BYTES });
+      const handle = serveStdio((ctx) => createMcpServer(gateway, desk, { transport: 'stdio', era: ctx.era }), {
+        transport,
+        onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
+      });
+      // If the transport closes on its own (e.g. a message beyond even that limit), stop instead of idling deaf.
+      const onClose = transport.onclose;
+      transport.onclose = () => {
+        onClose?.();
+        transportClosed();
+      };
+      logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
+      closeTransport = () => handle.close();
     }
-    const endpoint = await startHttp(gateway, desk, listen, config.gateway.httpTokens);
-    logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) at ${endpoint.url}; audit log ${config.gateway.audit_log}`);
-    closeTransport = endpoint.close;
-  } else {
-    // The SDK's default 10 MiB message limit closes the transport on a larger message and leaves the gateway deaf;
-    // 64 MiB admits any valid request (inputs are capped far below by the tool schemas, which answer with an error).
-    const transport = new StdioServerTransport(process.stdin, process.stdout, { maxBufferSize: STDIO_MAX_MESSAGE_BYTES });
-    const handle = serveStdio((ctx) => createMcpServer(gateway, desk, { transport: 'stdio', era: ctx.era }), {
-      transport,
-      onerror: (err) => logger.warn(`MCP transport: ${err.message}`),
-    });
-    // If the transport closes on its own (e.g. a message beyond even that limit), stop instead of idling deaf.
-    const onClose = transport.onclose;
-    transport.onclose = () => {
-      onClose?.();
-      transportClosed();
-    };
-    logger.info(`mcp-ssh-gateway ${VERSION} serving ${config.connections.length} connection(s) over stdio; audit log ${config.gateway.audit_log}`);
-    closeTransport = () => handle.close();
+  } catch (err) {
+    await stop(`failed to start: ${(err as Error).message}`);
+    throw err;
   }
 
   await new Promise<void>((resolve) => {
     transportClosed = resolve;
-    if (!httpListen) {
+    if (!http) {
       // In stdio mode the client owns our lifetime: when it closes stdin, we are done.
       process.stdin.once('end', () => resolve());
       process.stdin.once('close', () => resolve());

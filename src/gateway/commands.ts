@@ -41,7 +41,9 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
   const what = request.auditAs ?? { command: request.command };
 
   // A gateway that is shutting down stops its commands too (killing them on the device), rather than leaving them running.
-  const signal = request.signal ? AbortSignal.any([request.signal, gateway.stopping]) : gateway.stopping;
+  // (Not AbortSignal.any: on Node 20 every call leaves ~60 bytes behind on the long-lived gateway signal.)
+  const stop = linkedAbort([request.signal, gateway.stopping]);
+  const signal = stop.signal;
   return gateway.track(device.withSession(async (client) => {
     await gateway.record({
       event: 'command_start',
@@ -89,5 +91,17 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
       stderr_bytes: result.stderr.total_bytes,
     });
     return { ...result, ...base };
-  }));
+  }).finally(stop.release));
+}
+
+/** An abort signal that fires when any source does; `release` detaches it so nothing outlives the command. */
+function linkedAbort(sources: (AbortSignal | undefined)[]): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const abort = (): void => controller.abort();
+  const attached = sources.filter((s): s is AbortSignal => s !== undefined);
+  for (const source of attached) {
+    if (source.aborted) controller.abort();
+    else source.addEventListener('abort', abort, { once: true });
+  }
+  return { signal: controller.signal, release: () => attached.forEach((source) => source.removeEventListener('abort', abort)) };
 }

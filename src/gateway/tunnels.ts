@@ -3,15 +3,14 @@
 import { readFileSync } from 'node:fs';
 import type { Gateway } from './gateway.js';
 import { TunnelServer } from '../tunnel/index.js';
-import { parseHostPort, isLoopbackHost } from '../util/net.js';
+import { isLoopbackHost } from '../util/net.js';
 import { logger } from '../util/log.js';
 
-export async function startTunnelServer(gateway: Gateway, listenOverride?: string): Promise<TunnelServer | undefined> {
+export async function startTunnelServer(gateway: Gateway, listen: { host: string; port: number }): Promise<TunnelServer | undefined> {
   const config = gateway.config;
   const tunnelConnections = config.connections.filter((c) => c.mode === 'tunnel');
   // Without any edge key no device could log in: don't listen at all (config load reported those entries).
   if (!tunnelConnections.some((c) => c.edgePublicKeyLine) || !config.gateway.tunnel_host_key) return undefined;
-  const listen = parseHostPort(listenOverride ?? config.gateway.tunnel_listen);
   if (!isLoopbackHost(listen.host)) logger.warn(`tunnel server listens on ${listen.host}:${listen.port}, beyond loopback (as configured)`);
   const server = new TunnelServer({
     listen,

@@ -134,14 +134,6 @@ async function runScript(client: Client, script: string, limitMs: number): Promi
   clearTimeout(timer);
 }
 
-/**
- * Stops a command's whole process group: TERM, a short grace period, then KILL. Runs as a second short exec
- * because sshd refuses the SSH signal request for root logins (OpenSSH 9.2, see baselines).
- */
-export async function killRemoteProcessGroup(client: Client, pgid: number, graceMs = 2000): Promise<void> {
-  await runScript(client, killScript([pgid], graceMs), graceMs + 3000);
-}
-
 const KILL_GRACE_MS = 2000;
 
 /**

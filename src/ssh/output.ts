@@ -71,14 +71,14 @@ export class OutputCapture {
       return { text: Buffer.concat([head, tail]).toString('base64'), truncated, total_bytes: this.total, omitted_bytes: omitted, encoding, invalid_utf8: false };
     }
     if (!truncated) {
-      const { text, valid } = decode(Buffer.concat([head, tail]));
+      const { text, valid } = decodeUtf8(Buffer.concat([head, tail]));
       return { text, truncated, total_bytes: this.total, omitted_bytes: 0, encoding, invalid_utf8: !valid };
     }
     // Cut at character boundaries so truncation itself never produces invalid UTF-8.
     const headEnd = utf8SafeEnd(head);
     const tailStart = utf8SafeStart(tail);
-    const headPart = decode(head.subarray(0, headEnd));
-    const tailPart = decode(tail.subarray(tailStart));
+    const headPart = decodeUtf8(head.subarray(0, headEnd));
+    const tailPart = decodeUtf8(tail.subarray(tailStart));
     const dropped = omitted + (head.length - headEnd) + tailStart;
     return {
       text: `${headPart.text}\n[... ${dropped} bytes omitted ...]\n${tailPart.text}`,
@@ -91,7 +91,8 @@ export class OutputCapture {
   }
 }
 
-function decode(bytes: Buffer): { text: string; valid: boolean } {
+/** UTF-8 text of `bytes`; `valid: false` when they are not UTF-8 (invalid sequences then show as U+FFFD). */
+export function decodeUtf8(bytes: Buffer): { text: string; valid: boolean } {
   try {
     return { text: strictDecoder.decode(bytes), valid: true };
   } catch {

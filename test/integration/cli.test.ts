@@ -6,7 +6,8 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Sshd, freePort } from '../helpers/sshd.js';
+import net from 'node:net';
+import { Sshd, freePort, makeKeyPair } from '../helpers/sshd.js';
 import { CLI, directConnection } from '../helpers/gateway.js';
 import { writeBrokenConfig } from '../helpers/broken-config.js';
 import { VERSION } from '../../src/version.js';
@@ -169,6 +170,33 @@ test('keygen --out writes two key pairs with private keys 0600 and refuses to ov
   assert.match(again.stderr, /already exists; refusing to overwrite/);
   assertNoStackTrace(again);
   assert.deepEqual(await readFile(path.join(out, 'id_ed25519')), before, 'the existing key is untouched');
+});
+
+test('serve with a bad listen flag exits 2; a tunnel port already in use exits 1 and the audit log says why', async () => {
+  const edge = await makeKeyPair(dir, `edge-${Date.now()}`);
+  const file = await config('serve-tunnel.json', {
+    gateway: { tunnel_host_key: sshd.hostKey.privatePath },
+    connections: [{ name: 'edge-1', mode: 'tunnel', user: 'root', host: '127.0.0.1', port: 22222, id_file: sshd.clientKey.privatePath, edge_public_key: edge.publicLine }],
+  });
+  const bad = await cli(['serve', '--config', file, '--tunnel-listen', 'nowhere']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--tunnel-listen: expected HOST:PORT/);
+  assertNoStackTrace(bad);
+
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = taken.address() as net.AddressInfo;
+  try {
+    const r = await cli(['serve', '--config', file, '--tunnel-listen', `127.0.0.1:${port}`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /EADDRINUSE/);
+    const records = (await readFile(path.join(path.dirname(file), 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { event: string; reason?: string });
+    const last = records.at(-1);
+    assert.equal(last?.event, 'gateway_stop');
+    assert.match(last?.reason ?? '', /failed to start/);
+  } finally {
+    taken.close();
+  }
 });
 
 test('serve with a bad config exits 2 before speaking MCP, with the problems on stderr', async () => {

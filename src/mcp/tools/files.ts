@@ -19,10 +19,12 @@ import {
   uploadVerified,
   withSftp,
   writeFileAtomic,
+  type Sftp,
   type TransferOutcome,
   type TransferProgress,
 } from '../../ssh/sftp.js';
 import { resolveStagedPath } from '../../files/staging.js';
+import { decodeUtf8, utf8SafeEnd } from '../../ssh/output.js';
 import { GatewayError } from '../../errors.js';
 import type { FileOp } from '../../policy/index.js';
 
@@ -124,20 +126,6 @@ export const transferResult = z.object({
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-const lenientUtf8 = new TextDecoder('utf-8');
-
-/** Bytes at the end of `data` that start a UTF-8 sequence the range cut off (0-3). */
-export function incompleteUtf8Tail(data: Buffer): number {
-  for (let back = 1; back <= Math.min(3, data.length); back++) {
-    const byte = data[data.length - back];
-    if ((byte & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead byte
-    const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
-    return needed > back ? back : 0;
-  }
-  return 0;
-}
-
 function decodeContent(content: string, encoding: 'utf8' | 'base64'): Buffer {
   if (encoding === 'utf8') return Buffer.from(content, 'utf8');
   const compact = content.replace(/\s+/g, '');
@@ -168,14 +156,17 @@ async function onDevice<T>(gateway: Gateway, connection: string, what: string, w
  */
 async function resolvedPath(
   gateway: Gateway,
-  client: Client,
+  sftp: Sftp,
   request: { connection: string; op: FileOp; path: string; who: CallerIdentity },
 ): Promise<string> {
-  const policy = gateway.connection(request.connection).config.effectivePolicy;
-  if (!policy && request.op !== 'write') return request.path;
-  const resolved = await withSftp(client, (sftp) => resolveRealPath(sftp, request.path));
+  if (!mustResolve(gateway, request.connection, request.op)) return request.path;
+  const resolved = await resolveRealPath(sftp, request.path);
   await authorizeResolvedFile(gateway, { ...request, resolved });
   return resolved;
+}
+
+function mustResolve(gateway: Gateway, connection: string, op: FileOp): boolean {
+  return op === 'write' || gateway.connection(connection).config.effectivePolicy !== undefined;
 }
 
 /** Transfer progress as MCP progress notifications (bytes done of total), at most one per interval. */
@@ -234,28 +225,19 @@ export function registerReadFile(server: McpServer, { gateway, audited, authoriz
       const encoding = args.encoding ?? 'utf8';
       let read;
       try {
-        read = await onDevice(gateway, connection, `reading ${path}`, async (client) => {
-          const real = await resolvedPath(gateway, client, { connection, op: 'read', path, who });
-          return withSftp(client, (sftp) => readRange(sftp, real, offset, length), ctx.mcpReq.signal);
-        });
+        read = await onDevice(gateway, connection, `reading ${path}`, (client) =>
+          withSftp(client, async (sftp) => readRange(sftp, await resolvedPath(gateway, sftp, { connection, op: 'read', path, who }), offset, length), ctx.mcpReq.signal),
+        );
       } catch (err) {
         await gateway.record({ event: 'file_read', connection, path, offset, error: (err as Error).message, client: who });
         throw err;
       }
       let data = read.data;
       // A range that ends inside a multi-byte character gives that character to the next range instead.
-      if (encoding === 'utf8' && read.more) data = data.subarray(0, data.length - incompleteUtf8Tail(data));
-      let content: string;
-      let invalidUtf8 = false;
-      if (encoding === 'base64') content = data.toString('base64');
-      else {
-        try {
-          content = strictUtf8.decode(data);
-        } catch {
-          content = lenientUtf8.decode(data);
-          invalidUtf8 = true;
-        }
-      }
+      if (encoding === 'utf8' && read.more) data = data.subarray(0, utf8SafeEnd(data));
+      const decoded = encoding === 'base64' ? { text: data.toString('base64'), valid: true } : decodeUtf8(data);
+      const content = decoded.text;
+      const invalidUtf8 = !decoded.valid;
       const truncated = read.more || data.length < read.data.length;
       const digest = sha256(data);
       await gateway.record({ event: 'file_read', connection, path, offset, bytes: data.length, size: read.size, sha256: digest, client: who });
@@ -293,11 +275,16 @@ export function registerWriteFile(server: McpServer, { gateway, audited, authori
       const audit = { event: 'file_transfer', op: 'write', connection, path, bytes: data.length, sha256: digest, client: who };
       let written;
       try {
-        written = await onDevice(gateway, connection, `writing ${path}`, async (client) => {
-          const real = await resolvedPath(gateway, client, { connection, op: 'write', path, who });
-          const outcome = await withSftp(client, (sftp) => writeFileAtomic(sftp, real, data, { mode: requestedMode, createDirs: args.create_dirs }), ctx.mcpReq.signal);
-          return { ...outcome, real };
-        });
+        written = await onDevice(gateway, connection, `writing ${path}`, (client) =>
+          withSftp(
+            client,
+            async (sftp) => {
+              const real = await resolvedPath(gateway, sftp, { connection, op: 'write', path, who });
+              return { ...(await writeFileAtomic(sftp, real, data, { mode: requestedMode, createDirs: args.create_dirs })), real };
+            },
+            ctx.mcpReq.signal,
+          ),
+        );
       } catch (err) {
         await gateway.record({ ...audit, error: (err as Error).message });
         throw err;
@@ -324,10 +311,9 @@ export function registerListDirectory(server: McpServer, { gateway, audited, aut
     audited('list_directory', async (args, ctx, who) => {
       const { connection } = args;
       const path = await authorizeFile(authorize, gateway, { connection, op: 'list', path: args.path, ctx, who });
-      const listing = await onDevice(gateway, connection, `listing ${path}`, async (client) => {
-        const real = await resolvedPath(gateway, client, { connection, op: 'list', path, who });
-        return withSftp(client, (sftp) => listDirectory(sftp, real, MAX_LIST_ENTRIES), ctx.mcpReq.signal);
-      });
+      const listing = await onDevice(gateway, connection, `listing ${path}`, (client) =>
+        withSftp(client, async (sftp) => listDirectory(sftp, await resolvedPath(gateway, sftp, { connection, op: 'list', path, who }), MAX_LIST_ENTRIES), ctx.mcpReq.signal),
+      );
       const result = { connection, path, ...listing };
       const shown = listing.entries.slice(0, 200).map((e) => `${e.type === 'directory' ? 'd' : e.type === 'symlink' ? 'l' : e.type === 'file' ? '-' : '?'} ${e.mode} ${String(e.size).padStart(10)} ${e.mtime} ${e.name}`);
       const more = listing.entries.length > shown.length ? `\n... ${listing.entries.length - shown.length} more in structuredContent` : '';
@@ -404,7 +390,8 @@ function registerTransfer(server: McpServer, { gateway, audited, authorize }: To
       let outcome: TransferOutcome & { real: string };
       try {
         outcome = await onDevice(gateway, connection, direction.verb(remotePath), async (client) => {
-          const real = await resolvedPath(gateway, client, { connection, op: direction.remote, path: remotePath, who });
+          const request = { connection, op: direction.remote, path: remotePath, who };
+          const real = mustResolve(gateway, connection, direction.remote) ? await withSftp(client, (sftp) => resolvedPath(gateway, sftp, request)) : remotePath;
           const done = await direction.move(client, { local: staged, remote: real }, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection });
           return { ...done, real };
         });
