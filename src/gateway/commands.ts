@@ -2,7 +2,9 @@
 // connection → SSH → audit. The policy decision is made by the caller before this is reached.
 import { randomUUID } from 'node:crypto';
 import type { Gateway } from './gateway.js';
-import { execCommand, ConnectionLostError, type ExecResult } from '../ssh/exec.js';
+import { execCommand, CommandNotSentError, ConnectionLostError, type ExecRequest, type ExecResult } from '../ssh/exec.js';
+import type { DeviceConnection } from '../ssh/connection.js';
+import type { Client } from '../ssh/ssh2.js';
 import type { OutputEncoding } from '../ssh/output.js';
 import { GatewayError } from '../errors.js';
 
@@ -57,8 +59,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
     }, { durable: false }); // written before the command is sent; fsynced with command_end, before the result returns
     let result: ExecResult;
     try {
-      // The audit write above yields; if the connection died meanwhile, reconnect rather than fail on it.
-      result = await execCommand(await device.usableClient(client), {
+      result = await execOnLiveConnection(device, client, {
         command: request.command,
         cwd: request.cwd,
         env: request.env,
@@ -92,6 +93,20 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
     });
     return { ...result, ...base };
   }).finally(stop.release));
+}
+
+/**
+ * The warm connection may die between the session slot and the channel open (the audit write yields, and a device
+ * that just went away is only noticed when its socket closes). Until the command is sent it can go out on a fresh
+ * connection instead: once, so a device that keeps dropping still fails with the reason.
+ */
+export async function execOnLiveConnection(device: DeviceConnection, client: Client, request: ExecRequest): Promise<ExecResult> {
+  try {
+    return await execCommand(await device.usableClient(client), request);
+  } catch (err) {
+    if (!(err instanceof CommandNotSentError)) throw err;
+    return execCommand(await device.usableClient(client), request);
+  }
 }
 
 /** An abort signal that fires when any source does; `release` detaches it so nothing outlives the command. */

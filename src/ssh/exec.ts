@@ -36,6 +36,20 @@ export class ConnectionLostError extends Error {
   }
 }
 
+/**
+ * Raised when the connection closed before the command was sent: ssh2 sends the exec request only once the
+ * session channel is open, so nothing ran on the device and the command may safely go out on a new connection.
+ */
+export class CommandNotSentError extends Error {
+  constructor(cause: Error) {
+    super(`the SSH connection closed before the command was sent (${cause.message})`);
+    this.name = 'CommandNotSentError';
+  }
+}
+
+/** ssh2's errors for a connection that closed while the channel was still opening, or before anything was sent. */
+const CLOSED_BEFORE_SEND = /^(No response from server|Not connected)$/;
+
 // sshd starts each no-pty command in its own session (setsid), so the shell's PID is the command's process
 // group. The wrapper reports it on stderr before the command starts; the gateway strips that line again.
 const PGID_MARKER = '__mcp_ssh_gateway_pgid=';
@@ -236,6 +250,8 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
       exitCode = typeof code === 'number' ? code : null;
       exitSignal = signalName ?? null;
     });
+  }).catch((err: Error) => {
+    throw CLOSED_BEFORE_SEND.test(err.message) ? new CommandNotSentError(err) : err;
   });
 
   const stop = (reason: 'timeout' | 'cancel'): void => {

@@ -272,7 +272,7 @@ test('circuit breaker: opens after 2 failures, fails fast with a retry time, hal
   const t = Date.now();
   const fast = await callError(gw, 'run_command', { connection: 'breaker', command: 'echo x' });
   const took = Date.now() - t;
-  assert.ok(took < 500, `an open circuit fails fast (took ${took} ms; connect timeout is 3 s)`);
+  assert.ok(took < 1500, `an open circuit fails fast (took ${took} ms; connect timeout is 3 s)`);
   assert.match(fast, /failed 2 times in a row/);
   assert.ok(fast.includes(view.circuit_retry_at!), `the error names when it will be retried: ${fast}`);
   assert.equal((await listConnections()).get('breaker')!.failures, 2, 'a fast-failed call is not a new attempt');

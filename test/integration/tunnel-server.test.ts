@@ -431,7 +431,9 @@ test('a silent edge is noticed by keepalive within interval × count', async () 
   try {
     await waitFor('keepalive timeout', () => (gateway.server.status('edge-1').up ? undefined : true), 3000);
     const elapsed = Date.now() - stoppedAt;
-    assert.ok(elapsed <= 600 + 300, `noticed after ${elapsed} ms (bound 600 ms + scheduling)`);
+    // 600 ms of silence plus up to one 200 ms check; the rest is slack for a loaded CI machine. A TCP-level
+    // timeout would take minutes, so this still tells keepalive apart from anything else.
+    assert.ok(elapsed <= 600 + 200 + 1000, `noticed after ${elapsed} ms (bound 800 ms + scheduling)`);
     assert.match(String(gateway.server.status('edge-1').last_down_reason), /no answer to keepalive within 600 ms/);
   } finally {
     killHard(tunnel);
