@@ -12,6 +12,7 @@ import { constants as fsConstants, writeSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { redactFields } from './redact.js';
+import { WriterLock } from './lock.js';
 
 /** `prev` of the first record ever written: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -264,6 +265,7 @@ export class AuditLog {
     private handle: FileHandle,
     private size: number,
     private head: ChainHead,
+    private readonly lock: WriterLock,
   ) {}
 
   static async open(path: string, opts: AuditLogOptions = {}): Promise<AuditLog> {
@@ -272,15 +274,19 @@ export class AuditLog {
     if (!(Number.isSafeInteger(keep) && keep >= 1)) throw new RangeError(`audit keep must be an integer >= 1, got ${keep}`);
 
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    // An empty or missing active file right after a rotation continues the chain of <path>.1.
-    const last = (await readLastRecord(path)) ?? (await readLastRecord(rotatedPath(path, 1)));
-    const handle = await openActiveFile(path);
+    // Before the chain head is read: another writer could move it on after that.
+    const lock = WriterLock.acquire(path);
+    let handle: FileHandle | undefined;
     try {
+      // An empty or missing active file right after a rotation continues the chain of <path>.1.
+      const last = (await readLastRecord(path)) ?? (await readLastRecord(rotatedPath(path, 1)));
+      handle = await openActiveFile(path);
       const { size } = await handle.stat();
       if (fsync === 'always') await syncDirectory(dirname(path));
-      return new AuditLog(path, fsync, maxBytes, keep, handle, size, headOf(last));
+      return new AuditLog(path, fsync, maxBytes, keep, handle, size, headOf(last), lock);
     } catch (err) {
-      await handle.close();
+      await handle?.close();
+      lock.release();
       throw err;
     }
   }
@@ -332,7 +338,7 @@ export class AuditLog {
     this.closed = true;
     while (this.draining) await this.idle;
     await this.sync().catch(() => undefined);
-    await this.handle.close();
+    await this.handle.close().finally(() => this.lock.release());
   }
 
   private startDraining(): void {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import { Sshd, freePort, makeKeyPair } from '../helpers/sshd.js';
-import { CLI, directConnection } from '../helpers/gateway.js';
+import { CLI, callOk, directConnection, startGateway } from '../helpers/gateway.js';
 import { writeBrokenConfig } from '../helpers/broken-config.js';
 import { VERSION } from '../../src/version.js';
 
@@ -196,6 +196,24 @@ test('serve with a bad listen flag exits 2; a tunnel port already in use exits 1
     assert.match(last?.reason ?? '', /failed to start/);
   } finally {
     taken.close();
+  }
+});
+
+test('a second serve on the same audit log exits 1 naming the running gateway; the first keeps serving', async () => {
+  const gw = await startGateway([directConnection(sshd, 'dev1')]);
+  try {
+    const second = await cli(['serve', '--config', gw.configPath]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, new RegExp(`already being written by another gateway \\(pid ${gw.pid()}\\)`));
+    assert.match(second.stderr, /--http/, 'and how several clients can share one gateway');
+    assert.equal(second.stdout, '');
+    assertNoStackTrace(second);
+    const r = await callOk<{ stdout: string }>(gw, 'run_command', { connection: 'dev1', command: 'echo still here' });
+    assert.equal(r.stdout, 'still here\n');
+    const events = (await readFile(gw.auditPath, 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { event: string }).event);
+    assert.equal(events.filter((e) => e === 'gateway_start').length, 1, 'the refused gateway wrote nothing');
+  } finally {
+    await gw.close();
   }
 });
 
