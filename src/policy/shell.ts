@@ -450,6 +450,7 @@ class ShellReader {
         continue;
       }
       if (args.length === 0) this.checkCommandName(word);
+      else this.checkArgument(word);
       args.push(word);
     }
     if (args.length + assignments.length + redirectionOps.length === 0) {
@@ -464,6 +465,19 @@ class ShellReader {
     if (/^[ \t]*\(/.test(rest)) this.stop(`a function definition (\`${word.raw}()\`)`);
     if (word.expansions.length === 0 && hasUnquotedGlob(word)) {
       this.noteUncertain(`the command name \`${word.raw}\` is a glob pattern, so the device decides what runs`);
+    }
+  }
+
+  /**
+   * A glob at the very start of an argument can expand to a file name that starts with `-`, which the program
+   * reads as an option (`find *` next to a file named `-delete`). `./*` expands to the same files and never can.
+   */
+  private checkArgument(word: Word): void {
+    const first = word.chars[0];
+    if (word.expansions.length === 0 && first && !first.quoted && '*?['.includes(first.ch)) {
+      this.noteUncertain(
+        `the argument \`${word.raw}\` starts with a glob, which can expand to a file name starting with \`-\` that the program reads as an option; write \`./${word.raw}\` instead`,
+      );
     }
   }
 
@@ -489,6 +503,9 @@ class ShellReader {
     if (!this.atWordStart()) this.fail(`\`${op}\` must be followed by a word`);
     const word = this.readWord();
     if (op === '<<' || op === '<<-') this.queueHereDoc(word, op === '<<-');
+    else if (word.expansions.length === 0 && hasUnquotedGlob(word)) {
+      this.noteUncertain(`the redirection target \`${word.raw}\` is a glob pattern, so the device decides which file it is`);
+    }
     const target = wordText(word);
     this.findings.redirections.push({ op, fd: fd || null, target, writes: redirectionWrites(op, word) });
     return `${fd}${op}`;

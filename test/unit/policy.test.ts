@@ -112,6 +112,10 @@ const HOSTILE: [string, string, Expected, Policy?][] = [
   ['brace expansion building a command', '{reboot,now}', deny('uncertain')],
   ['glob in the command name', '/bin/r? -rf /', deny('uncertain')],
   ['glob as the whole command name', 'l* /', deny('uncertain')],
+  ['glob at the start of an argument (may expand to an option)', 'ls *', deny('uncertain')],
+  ['bracket glob at the start of an argument', 'ls [-]*', deny('uncertain')],
+  ['glob as a redirection target', 'uptime > /tmp/*', deny('uncertain')],
+  ['glob as an input redirection', 'cat /etc/hosts < /etc/shado?', deny('uncertain')],
   ['tilde expansion', 'ls ~root', deny('uncertain')],
   ['extglob', 'ls @(a|b)', deny('uncertain')],
   ['[[ test ]]', '[[ -f /x ]] && ls', deny('uncertain')],
@@ -261,6 +265,14 @@ test('parseCommandLine lists every simple command with its argv, in every nestin
     'a|b c|de', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'q', 't',
   ]);
   assert.equal(parsed.commands[0]!.text, "a 'b c' de");
+});
+
+test('a glob inside or after a path, or quoted, is not refused; one at the start of an argument says what to write', async () => {
+  for (const line of ['ls ./* /var/log/*.log', "ls '*'", 'ls \\*', 'find /var -name "*.log"']) {
+    assert.equal((await parseCommandLine(line)).ok, true, line);
+  }
+  const leading = await parseCommandLine('grep -r needle *');
+  assert.ok(!leading.ok && leading.reason.includes('write `./*` instead'), JSON.stringify(leading));
 });
 
 test('parseCommandLine reports redirections and whether they write', async () => {
