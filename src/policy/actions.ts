@@ -74,7 +74,13 @@ export const actionSchema = actionShape.superRefine((action, ctx) => {
 
 export type ParamSpec = z.infer<typeof paramSpecSchema>;
 export type ActionConfig = z.infer<typeof actionShape>;
-export type RenderResult = { ok: true; command: string } | { ok: false; error: string };
+/** A path parameter's value and the roots it must stay under, for the check against the device's own view. */
+export interface ActionPath {
+  param: string;
+  value: string;
+  roots: string[];
+}
+export type RenderResult = { ok: true; command: string; paths: ActionPath[] } | { ok: false; error: string };
 
 /** Validates `params` against the action and fills the template with single-quoted values. */
 export function renderAction(name: string, action: ActionConfig, params: unknown): RenderResult {
@@ -87,7 +93,20 @@ export function renderAction(name: string, action: ActionConfig, params: unknown
     return { ok: false, error: `${resolved.errors.join('; ')}. Action "${name}" takes ${describeParamList(action)}.` };
   }
   const command = action.command.replace(placeholderPattern(), (_match, param: string) => shellQuote(resolved.values[param]!));
-  return { ok: true, command };
+  const paths = Object.entries(action.params ?? {}).flatMap(([param, spec]) =>
+    spec.type === 'path' ? [{ param, value: resolved.values[param]!, roots: spec.roots }] : [],
+  );
+  return { ok: true, command, paths };
+}
+
+/**
+ * Whether a path parameter still lies under its roots once the device has resolved symlinks (`real`), with the
+ * roots resolved the same way (`realRoots`; a root may itself be a link, like /var/run → /run). The text check
+ * alone would let /var/log/x → /etc/shadow through.
+ */
+export function resolvedPathProblem(path: ActionPath, real: string, realRoots: string[]): string | undefined {
+  if (realRoots.some((root) => isUnder(real, root))) return undefined;
+  return `parameter "${path.param}" is ${path.value}, which the device resolves (symlinks followed) to ${real}, outside ${path.roots.join(' or ')}`;
 }
 
 /** Config-time checks of one action; returns human-readable problems (empty when fine). */

@@ -23,9 +23,11 @@ export {
   actionSchema,
   paramSpecSchema,
   renderAction,
+  resolvedPathProblem,
   validateActionTemplate,
   describeActions,
   type ActionConfig,
+  type ActionPath,
   type ParamSpec,
   type RenderResult,
 } from './actions.js';

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { rm, mkdtemp } from 'node:fs/promises';
+import { rm, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Sshd } from '../helpers/sshd.js';
@@ -13,6 +13,8 @@ let sshd: Sshd;
 let gw: GatewayUnderTest;
 let work: string;
 let marker: string;
+/** A symlink to `work`, as an action root: roots can be links on real devices too (/var/run → /run). */
+let linkedRoot: string;
 
 const allow = [
   '^ls( -[a-zA-Z]+)*( /[\\w./-]*)?$',
@@ -26,6 +28,8 @@ before(async () => {
   sshd = await Sshd.start();
   work = await mkdtemp(path.join(tmpdir(), 'mcpgw-policy-'));
   marker = path.join(work, 'MARKER');
+  linkedRoot = `${work}-link`;
+  await symlink(work, linkedRoot);
   gw = await startGateway({
     connections: [
       directConnection(sshd, 'guarded', {
@@ -41,6 +45,11 @@ before(async () => {
             command: 'tail -n {{lines}} {{file}}',
             params: { lines: { type: 'integer', min: 1, max: 500 }, file: { type: 'path', roots: ['/var/log', work] } },
           },
+          show_linked_log: {
+            description: 'Show the last line of a log file under the linked root',
+            command: 'tail -n 1 {{file}}',
+            params: { file: { type: 'path', roots: [linkedRoot] } },
+          },
         },
       }),
       directConnection(sshd, 'readonly', { policy: { read_only: true } }),
@@ -52,6 +61,7 @@ after(async () => {
   await gw?.close();
   await sshd?.stop();
   await rm(work, { recursive: true, force: true });
+  await rm(linkedRoot, { force: true });
 });
 
 function attempts(m: string): [string, string][] {
@@ -173,6 +183,34 @@ test('actions validate their parameters and say what is allowed', async () => {
   await import('node:fs/promises').then((fs) => fs.writeFile(logFile, 'one\ntwo\nthree\n'));
   const tail = await callOk<{ stdout: string }>(gw, 'run_action', { connection: 'guarded', action: 'show_log', params: { lines: 2, file: logFile } });
   assert.equal(tail.stdout, 'two\nthree\n');
+});
+
+test('a path parameter is judged where the device resolves it: a symlink out of the roots is refused', async () => {
+  const secretDir = await mkdtemp(path.join(tmpdir(), 'mcpgw-secret-'));
+  try {
+    const secret = path.join(secretDir, 'secret.txt');
+    await writeFile(secret, 'TOP SECRET\n');
+    await symlink(secret, path.join(work, 'escape.log'));
+    const refused = await callError(gw, 'run_action', { connection: 'guarded', action: 'show_log', params: { lines: 5, file: path.join(work, 'escape.log') } });
+    assert.ok(refused.includes(`resolves (symlinks followed) to ${secret}, outside /var/log or ${work}`), refused);
+    assert.match(refused, /Nothing was run/);
+    assert.ok(!refused.includes('TOP SECRET'));
+    const records = (await readFile(gw.auditPath, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(records.some((r) => r.event === 'action_rejected' && String(r.reason).includes(secret)), 'the refusal is audited');
+    assert.ok(!records.some((r) => r.event === 'command_start' && String(r.command).includes('escape.log')), 'nothing ran');
+
+    // Links that stay inside the roots are fine, and a root that is itself a link is judged by its target.
+    await writeFile(path.join(work, 'real.log'), 'first\nlast\n');
+    await symlink(path.join(work, 'real.log'), path.join(work, 'alias.log'));
+    const viaAlias = await callOk<{ stdout: string }>(gw, 'run_action', { connection: 'guarded', action: 'show_log', params: { lines: 1, file: path.join(work, 'alias.log') } });
+    assert.equal(viaAlias.stdout, 'last\n');
+    const viaLinkedRoot = await callOk<{ stdout: string }>(gw, 'run_action', { connection: 'guarded', action: 'show_linked_log', params: { file: path.join(linkedRoot, 'real.log') } });
+    assert.equal(viaLinkedRoot.stdout, 'last\n');
+    const outOfLinkedRoot = await callError(gw, 'run_action', { connection: 'guarded', action: 'show_linked_log', params: { file: path.join(linkedRoot, 'escape.log') } });
+    assert.ok(outOfLinkedRoot.includes(`to ${secret}, outside ${linkedRoot}`), outOfLinkedRoot);
+  } finally {
+    await rm(secretDir, { recursive: true, force: true });
+  }
 });
 
 test('the action list is in the run_action tool description', async () => {

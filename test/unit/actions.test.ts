@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import {
   actionSchema,
   renderAction,
+  resolvedPathProblem,
   validateActionTemplate,
   describeActions,
   parseCommandLine,
@@ -47,6 +48,26 @@ function renderError(action: ActionConfig, params: unknown): string {
   assert.ok(!result.ok, `expected an error, got ${JSON.stringify(result)}`);
   return result.error;
 }
+
+test('a rendered action lists its path parameters for the check on the device', () => {
+  const result = renderAction('test', showLog, { file: '/tmp/app/x.log', needle: 'e' });
+  assert.ok(result.ok);
+  assert.deepEqual(result.paths, [{ param: 'file', value: '/tmp/app/x.log', roots: ['/var/log', '/tmp/app'] }]);
+  const none = renderAction('test', restart, { unit: 'nginx' });
+  assert.ok(none.ok);
+  assert.deepEqual(none.paths, []);
+});
+
+test('a path parameter must stay under a root once the device has followed its symlinks', () => {
+  const path = { param: 'file', value: '/var/log/app.log', roots: ['/var/log'] };
+  assert.equal(resolvedPathProblem(path, '/var/log/app/2026.log', ['/var/log']), undefined);
+  assert.equal(resolvedPathProblem(path, '/run/log/app.log', ['/run/log']), undefined, 'the root is a link too');
+  assert.equal(
+    resolvedPathProblem(path, '/etc/shadow', ['/var/log']),
+    'parameter "file" is /var/log/app.log, which the device resolves (symlinks followed) to /etc/shadow, outside /var/log',
+  );
+  assert.ok(resolvedPathProblem(path, '/var/logger/x', ['/var/log']), 'a sibling with the root as a prefix is outside');
+});
 
 test('good params render with every value single-quoted, defaults filled in', () => {
   assert.equal(

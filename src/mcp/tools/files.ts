@@ -138,7 +138,7 @@ function decodeContent(content: string, encoding: 'utf8' | 'base64'): Buffer {
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 /** Runs `work` on the device's warm connection, holding one session slot; SFTP failures become clear errors. */
-async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>): Promise<T> {
+export async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>): Promise<T> {
   const device = gateway.connection(connection);
   try {
     return await device.withSession(async (client) => work(await device.usableClient(client)));

@@ -8,8 +8,33 @@ import { OutputStreamer } from '../progress.js';
 import { runCommandOnDevice } from '../../gateway/commands.js';
 import { commandResultSchema, toCommandResult, summarize } from './run-command.js';
 import { GatewayError } from '../../errors.js';
-import { renderAction, describeActions } from '../../policy/index.js';
+import { renderAction, describeActions, resolvedPathProblem, type ActionPath } from '../../policy/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
+import { resolveRealPath, withSftp } from '../../ssh/sftp.js';
+import { onDevice } from './files.js';
+
+/**
+ * The first path parameter that leaves its roots once the device follows symlinks, or undefined. Asked of the
+ * device itself (SFTP realpath, one session for all of them), since only it knows where its links point.
+ */
+async function pathEscape(gateway: Gateway, connection: string, paths: ActionPath[], signal: AbortSignal): Promise<string | undefined> {
+  if (paths.length === 0) return undefined;
+  return onDevice(gateway, connection, 'resolving path parameters', (client) =>
+    withSftp(
+      client,
+      async (sftp) => {
+        for (const path of paths) {
+          const real = await resolveRealPath(sftp, path.value);
+          const realRoots = await Promise.all(path.roots.map((root) => resolveRealPath(sftp, root)));
+          const problem = resolvedPathProblem(path, real, realRoots);
+          if (problem) return problem;
+        }
+        return undefined;
+      },
+      signal,
+    ),
+  );
+}
 
 function actionCatalog(gateway: Gateway): string {
   const sections = gateway.config.connections
@@ -48,6 +73,11 @@ export function registerRunAction(server: McpServer, { gateway, audited, authori
       if (!rendered.ok) {
         await gateway.record({ event: 'action_rejected', connection: args.connection, action: args.action, reason: rendered.error, client: who });
         throw new GatewayError('bad_input', `action "${args.action}": ${rendered.error} Nothing was run.`);
+      }
+      const escape = await pathEscape(gateway, args.connection, rendered.paths, ctx.mcpReq.signal);
+      if (escape) {
+        await gateway.record({ event: 'action_rejected', connection: args.connection, action: args.action, reason: escape, client: who });
+        throw new GatewayError('bad_input', `action "${args.action}": ${escape}. Nothing was run; pass a path whose real location is under the allowed roots.`);
       }
       await authorize({ connection: args.connection, command: rendered.command, ctx, who, action: { name: args.action, confirm: action.confirm === true } });
       const streamer = OutputStreamer.forRequest(ctx);
