@@ -26,7 +26,7 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
       [CLI, ...args],
       { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 30_000 },
       (err, stdout, stderr) => {
-        const code = err ? ((err as NodeJS.ErrnoException & { code?: unknown }).code as number | null) : 0;
+        const code: unknown = err ? (err as { code?: unknown }).code : 0;
         resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
       },
     );

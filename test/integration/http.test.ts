@@ -51,7 +51,7 @@ after(async () => {
 
 async function connect(
   token?: string,
-  human?: (message: string) => { action: 'accept' | 'decline'; content?: Record<string, unknown> },
+  human?: (message: string) => { action: 'accept' | 'decline'; content?: Record<string, string | number | boolean | string[]> },
   era: 'legacy' | 'modern' = 'modern',
 ): Promise<Client> {
   const transport = new StreamableHTTPClientTransport(new URL(url), {

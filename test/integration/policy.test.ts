@@ -228,7 +228,7 @@ test('a confirm command is refused when the client cannot ask its human', async 
 });
 
 async function gatewayWithHuman(
-  answer: (message: string) => { action: 'accept' | 'decline' | 'cancel'; content?: Record<string, unknown> },
+  answer: (message: string) => { action: 'accept' | 'decline' | 'cancel'; content?: Record<string, string | number | boolean | string[]> },
   era: 'legacy' | 'modern' = 'legacy',
 ): Promise<{ gw: GatewayUnderTest; asked: string[] }> {
   const asked: string[] = [];

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
-import ssh2 from 'ssh2';
+import ssh2, { type AnyAuthMethod } from 'ssh2';
 import { Sshd, makeKeyPair, freePort, type KeyPair } from '../helpers/sshd.js';
 import { TunnelServer, renderEdgeSetup, type TunnelEndpoint, type TunnelEvent, type TunnelServerOptions } from '../../src/tunnel/index.js';
 
@@ -365,16 +365,17 @@ test('only the edge key under its own name logs in: unknown key, wrong user, pas
   assert.match(password.stderr, /Permission denied \(publickey\)/);
 
   // A client that sends password and keyboard-interactive anyway (ssh2 does when told to).
+  const forcedMethods: AnyAuthMethod[] = [
+    { type: 'none', username: 'edge-1' },
+    { type: 'password', username: 'edge-1', password: 'hunter2' },
+    { type: 'keyboard-interactive', username: 'edge-1', prompt: (_n, _i, _l, _p, finish) => finish(['hunter2']) },
+  ];
   const forced = new Client();
   const forcedError = await new Promise<Error>((resolve) => {
     forced.once('error', resolve).once('ready', () => resolve(new Error('logged in!')));
     forced.connect({
       host: '127.0.0.1', port: gateway.port, username: 'edge-1', readyTimeout: 5000,
-      authHandler: [
-        { type: 'none', username: 'edge-1' },
-        { type: 'password', username: 'edge-1', password: 'hunter2' },
-        { type: 'keyboard-interactive', username: 'edge-1', prompt: (_n, _i, _l, _p, finish) => finish(['hunter2']) },
-      ],
+      authHandler: forcedMethods,
     });
   });
   forced.end();
