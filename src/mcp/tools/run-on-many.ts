@@ -13,7 +13,10 @@ import type { Gateway } from '../../gateway/gateway.js';
 const groupSchema = z.object({
   id: z.number(),
   connections: z.array(z.string()),
-  error: z.string().optional().describe('Set when the command could not run on these connections (gateway-level failure).'),
+  error: z
+    .string()
+    .optional()
+    .describe('Set when the command could not run on these connections (gateway-level failure). Each device\'s own name, address and port read <connection>, <host>, <port>.'),
   exit_code: z.number().nullable().optional(),
   signal: z.string().nullable().optional(),
   timed_out: z.boolean().optional(),
@@ -59,6 +62,17 @@ async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Prom
   return results;
 }
 
+/**
+ * An error with the device's own name, address and port taken out, so 500 devices refusing connections form one
+ * group ("connection refused by <host>:<port> for <connection>") instead of 500. The connection list says who.
+ */
+export function genericError(message: string, device: { name: string; host: string; port: number }): string {
+  return message
+    .replaceAll(`"${device.name}"`, '<connection>')
+    .replaceAll(`${device.host}:${device.port}`, '<host>:<port>')
+    .replace(new RegExp(`\\bport ${device.port}\\b`, 'g'), 'port <port>');
+}
+
 function groupKey(outcome: { result?: CommandResult; error?: string }): string {
   const r = outcome.result;
   const identity = r ? [r.exit_code, r.signal, r.timed_out, r.stdout, r.stderr] : ['error', outcome.error];
@@ -100,7 +114,8 @@ export function registerRunOnMany(server: McpServer, { gateway, audited, authori
           });
           return { connection, result: toCommandResult(outcome) };
         } catch (err) {
-          return { connection, error: errorMessage(err) };
+          // Targets were checked by selectConnections, so the lookup can't fail here.
+          return { connection, error: genericError(errorMessage(err), gateway.connection(connection).config) };
         }
       });
 
