@@ -19,5 +19,6 @@ export {
   readAuditRecords,
   verifyAuditFiles,
   type AuditHistoryFilter,
+  type ChainAnchor,
   type VerifyResult,
 } from './verify.js';

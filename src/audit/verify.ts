@@ -3,7 +3,8 @@
 // What the chain proves: no record was edited, removed, inserted or reordered between the first
 // and the last record present. What it cannot prove on its own: that nothing was cut off before
 // the first record (the oldest rotated files are dropped by design; see `firstSeq`) or after the
-// last one. Compare `lastSeq` with a copy kept elsewhere if that matters.
+// last one, nor that someone with write access did not rewrite the whole chain (the hashes are not keyed).
+// Both are caught by an anchor: the head (seq and hash) noted somewhere else earlier, checked with `anchor`.
 
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -18,7 +19,7 @@ import {
 } from './log.js';
 
 export type VerifyResult =
-  | { ok: true; records: number; files: number; firstSeq?: number; lastSeq?: number }
+  | { ok: true; records: number; files: number; firstSeq?: number; lastSeq?: number; lastHash?: string }
   | { ok: false; file: string; line: number; seq?: number; reason: string };
 
 type VerifyFailure = Extract<VerifyResult, { ok: false }>;
@@ -34,7 +35,7 @@ export async function auditFilesOldestFirst(activePath: string): Promise<string[
  * path is taken as the active file and its rotated siblings are checked before it.
  * Returns the first problem found.
  */
-export async function verifyAuditFiles(paths: string[]): Promise<VerifyResult> {
+export async function verifyAuditFiles(paths: string[], options: { anchor?: ChainAnchor } = {}): Promise<VerifyResult> {
   const [only] = paths;
   const files = paths.length === 1 && only !== undefined ? await auditFilesOldestFirst(only) : [...paths];
   if (files.length === 0) {
@@ -43,7 +44,10 @@ export async function verifyAuditFiles(paths: string[]): Promise<VerifyResult> {
   const missingRotated = paths.length === 1 && only !== undefined ? await findMissingRotated(only) : new Map();
   const lines = readLines(files);
   try {
-    return await checkChain(lines, files.length, missingRotated);
+    const verdict = await checkChain(lines, files.length, missingRotated, options.anchor);
+    if (!verdict.ok) return verdict;
+    const { anchoredHash, ...result } = verdict;
+    return options.anchor ? checkAnchor(result, anchoredHash, options.anchor, files) : result;
   } catch (err) {
     const file = (err as { path?: string }).path ?? files[0]!;
     return { ok: false, file, line: 0, reason: `cannot read ${file}: ${err instanceof Error ? err.message : String(err)}` };
@@ -91,9 +95,20 @@ function parseRecord(line: AuditLine): AuditRecord | undefined {
 
 type Link = { seq: number; hash: string; ts: string; tsMs: number; file: string; line: number };
 
-async function checkChain(lines: LineReader, fileCount: number, missingRotated: Map<string, string[]>): Promise<VerifyResult> {
+/** A chain head noted elsewhere earlier (`audit verify` and a stopping gateway print it). */
+export type ChainAnchor = { seq: number; hash: string };
+
+type ChainVerdict = Extract<VerifyResult, { ok: true }> & { anchoredHash?: string };
+
+async function checkChain(
+  lines: LineReader,
+  fileCount: number,
+  missingRotated: Map<string, string[]>,
+  anchor?: ChainAnchor,
+): Promise<ChainVerdict | VerifyFailure> {
   let previous: Link | undefined;
   let firstSeq: number | undefined;
+  let anchoredHash: string | undefined;
   let records = 0;
   for (let next = await lines.next(); !next.done; next = await lines.next()) {
     const line = next.value;
@@ -103,10 +118,25 @@ async function checkChain(lines: LineReader, fileCount: number, missingRotated: 
     const failure = await checkRecord(record, line, previous, lines, missingRotated);
     if (failure) return failure;
     firstSeq ??= record.seq;
+    if (record.seq === anchor?.seq) anchoredHash = record.hash;
     previous = { seq: record.seq, hash: record.hash, ts: record.ts, tsMs: Date.parse(record.ts), file: line.file, line: line.line };
     records += 1;
   }
-  return { ok: true, records, files: fileCount, firstSeq, lastSeq: previous?.seq };
+  return { ok: true, records, files: fileCount, firstSeq, lastSeq: previous?.seq, lastHash: previous?.hash, anchoredHash };
+}
+
+/** An intact chain must still hold the anchored record unchanged: otherwise its end was cut or it was rewritten. */
+function checkAnchor(result: VerifyResult & { ok: true }, anchoredHash: string | undefined, anchor: ChainAnchor, files: string[]): VerifyResult {
+  const file = files.at(-1)!;
+  const fail = (reason: string): VerifyFailure => ({ ok: false, file, line: 0, seq: anchor.seq, reason });
+  if (anchoredHash === anchor.hash) return result;
+  if (anchoredHash !== undefined) {
+    return fail(`record seq ${anchor.seq} has hash ${anchoredHash}, but the anchor says ${anchor.hash}: the chain was rewritten at or before seq ${anchor.seq}`);
+  }
+  if (result.lastSeq === undefined || anchor.seq > result.lastSeq) {
+    return fail(`the log ends at seq ${result.lastSeq ?? 0}, but the anchor names seq ${anchor.seq}: records were cut from the end`);
+  }
+  return fail(`seq ${anchor.seq} is older than the oldest record kept (seq ${result.firstSeq}); this anchor can't be checked against these files`);
 }
 
 function parseLine(line: AuditLine): { record: AuditRecord } | VerifyFailure {

@@ -17,8 +17,9 @@ Usage:
         Serve MCP over stdio (default) or Streamable HTTP (bearer tokens from gateway.http.tokens). Starts the tunnel server when a connection uses tunnel mode.
   mcp-ssh-gateway check --config FILE [--probe]
         Validate the config (every problem at once, with its JSON path); --probe also connects to each device.
-  mcp-ssh-gateway audit verify FILE [FILE...]
+  mcp-ssh-gateway audit verify FILE [FILE...] [--head SEQ:HASH]
         Verify the audit log's hash chain (rotated files included); exit 1 and the first broken record if tampered.
+        Prints the chain's head; --head checks a head noted earlier is still there (nothing cut off or rewritten).
   mcp-ssh-gateway edge-setup NAME --config FILE [--gateway HOST]
         Print what a device needs to join in tunnel mode: the ssh -N -R command, the gateway's known_hosts line,
         and a systemd unit that keeps the tunnel up.

@@ -10,6 +10,7 @@ import { parseHostPort } from '../util/net.js';
 import { UsageError } from './errors.js';
 import { AuditLog } from '../audit/index.js';
 import { parseCommandArgs, requireOption } from './args.js';
+import { headText } from './audit.js';
 import { logger } from '../util/log.js';
 import { VERSION } from '../version.js';
 
@@ -58,6 +59,9 @@ export async function serveCommand(args: string[]): Promise<number> {
       await gateway.close();
       await gateway.record({ event: 'gateway_stop', reason }).catch(() => undefined);
       await audit.close();
+      // An anchor for the operator's own logs: checked later, it catches records cut from the end or a rewritten chain.
+      const head = headText(audit.lastRecord.seq, audit.lastRecord.hash);
+      logger.info(`audit log head ${head}; "mcp-ssh-gateway audit verify ${audit.path} --head ${head}" checks it later`);
     })());
 
   let transportClosed: () => void = () => undefined;

@@ -12,6 +12,7 @@ import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { Sshd } from '../helpers/sshd.js';
 import { CLI, directConnection } from '../helpers/gateway.js';
+import { computeRecordHash } from '../../src/audit/index.js';
 
 type AuditRecord = { seq: number; ts: string; event: string; prev: string; hash: string; [field: string]: unknown };
 type Caller = { transport?: string; client_name?: string; client_version?: string };
@@ -50,14 +51,15 @@ after(async () => {
 });
 
 /** `serve` on the one config file (so a restart really is the same config), with our client identity. */
-async function serve(): Promise<{ client: Client; transport: StdioClientTransport; close: () => Promise<void> }> {
+async function serve(): Promise<{ client: Client; transport: StdioClientTransport; stderr: () => string; close: () => Promise<void> }> {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [CLI, 'serve', '--config', configPath],
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
     stderr: 'pipe',
   });
-  transport.stderr?.on('data', () => undefined); // drained, not shown
+  let stderr = '';
+  transport.stderr?.on('data', (d: Buffer) => (stderr += d.toString())); // kept, not shown
   const client = new Client({ name: CLIENT_NAME, version: CLIENT_VERSION }, { capabilities: {} });
   await client.connect(transport);
   const entry = { client, transport };
@@ -65,6 +67,7 @@ async function serve(): Promise<{ client: Client; transport: StdioClientTranspor
   return {
     client,
     transport,
+    stderr: () => stderr,
     close: async () => {
       const pid = transport.pid;
       await client.close();
@@ -111,11 +114,11 @@ async function readRecords(file = auditPath): Promise<AuditRecord[]> {
     .map((line) => JSON.parse(line) as AuditRecord);
 }
 
-function verify(file: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function verify(file: string, ...extra: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [CLI, 'audit', 'verify', file],
+      [CLI, 'audit', 'verify', file, ...extra],
       { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' }, timeout: 30_000 },
       (err, stdout, stderr) => {
         const code = err ? (err as { code?: unknown }).code : 0;
@@ -324,6 +327,48 @@ test('a restart on the same config continues the chain, and it still verifies', 
 
   const verdict = await verify(auditPath);
   assert.equal(verdict.code, 0, verdict.stdout + verdict.stderr);
+  // The stopping gateway noted the head for the operator's own logs; verify prints the same one.
+  const head = `${records.at(-1)!.seq}:${records.at(-1)!.hash}`;
+  assert.ok(gw.stderr().includes(`audit log head ${head}; "mcp-ssh-gateway audit verify ${auditPath} --head ${head}"`), gw.stderr());
+  assert.ok(verdict.stdout.includes(`head: ${head} (keep it elsewhere`), verdict.stdout);
+});
+
+test('a head noted earlier catches what the chain alone cannot: records cut from the end, a rewritten chain', async () => {
+  const lines = (await readFile(auditPath, 'utf8')).split('\n').slice(0, -1);
+  const records = lines.map((l) => JSON.parse(l) as AuditRecord);
+  const head = `${records.at(-1)!.seq}:${records.at(-1)!.hash}`;
+  const intact = await verify(auditPath, '--head', head);
+  assert.equal(intact.code, 0, intact.stdout);
+  assert.match(intact.stdout, /still has the hash noted for it/);
+
+  // The last three records cut off cleanly: still a valid chain on its own.
+  const cut = path.join(dir, 'cut-end.log');
+  await writeFile(cut, `${lines.slice(0, -3).join('\n')}\n`);
+  assert.equal((await verify(cut)).code, 0, 'the chain alone cannot see it');
+  const cutVerdict = await verify(cut, '--head', head);
+  assert.equal(cutVerdict.code, 1);
+  assert.match(cutVerdict.stdout, new RegExp(`^TAMPERED: .*the log ends at seq ${records.at(-4)!.seq}, but the anchor names seq ${records.at(-1)!.seq}: records were cut from the end`));
+
+  // Every record re-hashed after hiding a failure: a consistent forgery, caught only by the anchor.
+  const forged: Record<string, unknown>[] = [];
+  for (const record of records) {
+    const copy: Record<string, unknown> = { ...record, prev: forged.at(-1)?.hash ?? record.prev };
+    if (copy.event === 'command_end' && copy.exit_code === 3) copy.exit_code = 0;
+    delete copy.hash;
+    copy.hash = computeRecordHash(copy);
+    forged.push(copy);
+  }
+  assert.ok(forged.some((r, i) => r.exit_code !== records[i]!.exit_code), 'a failure was hidden');
+  const rewritten = path.join(dir, 'rewritten.log');
+  await writeFile(rewritten, forged.map((r) => `${JSON.stringify(r)}\n`).join(''));
+  assert.equal((await verify(rewritten)).code, 0, 'the chain alone cannot see it');
+  const forgedVerdict = await verify(rewritten, '--head', head);
+  assert.equal(forgedVerdict.code, 1);
+  assert.match(forgedVerdict.stdout, /the chain was rewritten at or before seq/);
+
+  const bad = await verify(auditPath, '--head', 'latest');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--head expects SEQ:HASH/);
 });
 
 test('audit verify catches every kind of tampering and names the bad record', async () => {

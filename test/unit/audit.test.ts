@@ -10,6 +10,7 @@ import {
   canonicalJson,
   computeRecordHash,
   readAuditRecords,
+  readLastRecord,
   redactText,
   verifyAuditFiles,
   type AuditLogOptions,
@@ -86,7 +87,15 @@ test('every record links to the one before it, and verify accepts the chain', as
   }
   // Field order on disk: seq, ts, event, ...fields, prev, hash
   assert.deepEqual(Object.keys(records[0]!), ['seq', 'ts', 'event', 'connection', 'exit', 'duration_ms', 'prev', 'hash']);
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5, lastHash: (await readLastRecord(path))!.hash });
+
+  // An anchor (a head noted earlier) must still be in the chain with the same hash.
+  const third = records[2]!;
+  assert.equal((await verifyAuditFiles([path], { anchor: { seq: 3, hash: third.hash } })).ok, true);
+  const rewritten = await verifyAuditFiles([path], { anchor: { seq: 3, hash: 'f'.repeat(64) } });
+  assert.ok(!rewritten.ok && /record seq 3 has hash [0-9a-f]{64}, but the anchor says f{64}: the chain was rewritten/.test(rewritten.reason), JSON.stringify(rewritten));
+  const cut = await verifyAuditFiles([path], { anchor: { seq: 9, hash: third.hash } });
+  assert.ok(!cut.ok && /ends at seq 5, but the anchor names seq 9: records were cut from the end/.test(cut.reason), JSON.stringify(cut));
 });
 
 test('append resolves with the record that is on disk', async (t) => {
@@ -115,7 +124,7 @@ test('a restarted gateway continues the same chain', async (t) => {
   assert.equal(next.seq, 4);
   assert.equal(next.prev, records[2]!.hash);
   assert.ok(next.ts >= records[2]!.ts);
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 4, files: 1, firstSeq: 1, lastSeq: 4 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 4, files: 1, firstSeq: 1, lastSeq: 4, lastHash: (await readLastRecord(path))!.hash });
 });
 
 test('200 concurrent appends get seq 1..200 exactly once each, in file order', async (t) => {
@@ -131,7 +140,7 @@ test('200 concurrent appends get seq 1..200 exactly once each, in file order', a
   assert.deepEqual(appended.map((r) => r.n), Array.from({ length: 200 }, (_, i) => i));
   const onDisk = await readRecords(path);
   assert.deepEqual(onDisk.map((r) => r.seq), Array.from({ length: 200 }, (_, i) => i + 1));
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 200, files: 1, firstSeq: 1, lastSeq: 200 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 200, files: 1, firstSeq: 1, lastSeq: 200, lastHash: (await readLastRecord(path))!.hash });
 });
 
 test('parent folders are created and the file is readable by its owner only', async (t) => {
@@ -167,7 +176,7 @@ test('rotation keeps one chain across files, and history reads across them', asy
   assert.equal(newer[0]!.prev, older.at(-1)!.hash);
   assert.equal(newer[0]!.seq, older.at(-1)!.seq + 1);
 
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 40, files: files.length, firstSeq: 1, lastSeq: 40 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 40, files: files.length, firstSeq: 1, lastSeq: 40, lastHash: (await readLastRecord(path))!.hash });
   // Given explicitly, files are checked in the order given (oldest first).
   assert.equal((await verifyAuditFiles([`${path}.2`, `${path}.1`, path])).ok, true);
   assert.equal((await verifyAuditFiles([`${path}.1`, `${path}.2`, path])).ok, false);
@@ -367,7 +376,7 @@ test('keys, tokens, passwords, input, output and env values never reach the file
   assert.equal(transfer!.bytes, 30);
   assert.deepEqual(end.stdout, { bytes: Buffer.byteLength(secrets.stdout), sha256: (await import('node:crypto')).createHash('sha256').update(secrets.stdout).digest('hex') });
   assert.equal((end.stderr as { bytes: number }).bytes, Buffer.byteLength(secrets.stderr));
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 3, files: 1, firstSeq: 1, lastSeq: 3 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 3, files: 1, firstSeq: 1, lastSeq: 3, lastHash: (await readLastRecord(path))!.hash });
 });
 
 test('redaction keeps what an auditor needs: names, counts, digests, flags', async (t) => {
@@ -427,5 +436,5 @@ test('a non-durable record is in the file when append resolves, keeps its order,
   await log.close();
   const records = await readRecords(path);
   assert.deepEqual(records.map((r) => r.event), ['command_start', 'tool_call', 'command_end', 'tool_call', 'after_sync']);
-  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5 });
+  assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5, lastHash: (await readLastRecord(path))!.hash });
 });
