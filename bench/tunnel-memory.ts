@@ -287,6 +287,8 @@ async function gatewayRole(plan: Plan): Promise<void> {
     listen: { host: '127.0.0.1', port: 0 },
     hostKey: plan.gatewayHostKey,
     endpoints: plan.edges.map((e) => ({ name: e.name, port: e.port, edgePublicKey: e.publicLine })),
+    // Every simulated device logs in from 127.0.0.1; real fleets come from many addresses.
+    maxUnauthenticatedPerAddress: 64,
     onEvent: (e) => {
       if (e.event === 'tunnel_auth_failed' || e.event === 'forward_rejected' || e.event === 'tunnel_down') {
         send({ type: 'error', message: `gateway: ${JSON.stringify(e)}` });

@@ -205,17 +205,42 @@ export class DeviceConnection {
     const c = this.config;
     if (c.mode === 'tunnel') {
       if (!this.deps.openTunnelStream) throw new GatewayError('tunnel_down', `the tunnel server is not running, so "${c.name}" cannot be reached`);
-      try {
-        return await this.deps.openTunnelStream(c.name);
-      } catch (err) {
-        throw new GatewayError('tunnel_down', errorMessage(err));
-      }
+      return this.openTunnelStreamWithin(this.setting('connect_s', 15) * 1000);
     }
     const sock = new net.Socket();
     // ssh2 never sets TCP_NODELAY; without it Nagle + delayed ACK add ~40 ms to every request (baselines).
     sock.setNoDelay(true);
     sock.connect(c.port, c.host);
     return sock;
+  }
+
+  /**
+   * The device's `ssh -R` answers the channel open only once it has reached its sshd (OpenSSH waits for its own TCP
+   * connect, ~2 min if that host is down), and a hostile edge may never answer. ssh2's readyTimeout only starts
+   * after this, so the connect timeout applies here too; a stream that turns up later is closed.
+   */
+  private async openTunnelStreamWithin(timeoutMs: number): Promise<Duplex> {
+    const c = this.config;
+    const opening = this.deps.openTunnelStream!(c.name).catch((err: unknown) => {
+      throw new GatewayError('tunnel_down', errorMessage(err));
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void opening.then((late) => late.destroy(), () => undefined);
+        reject(
+          new GatewayError(
+            'timeout',
+            `the tunnel of "${c.name}" is up, but the device did not connect it to its sshd within ${timeoutMs / 1000} s: check that sshd runs on the device and that its ssh -R points at localhost:22.`,
+          ),
+        );
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([opening, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

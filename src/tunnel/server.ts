@@ -21,6 +21,7 @@ import {
   type EdgeKeyring,
 } from './authorize.js';
 import { publicKeyLineOf } from './edge-setup.js';
+import { NoiseBudget, addressOf, type NoiseSummary } from './noise.js';
 
 export interface TunnelEndpoint {
   /** The connection's name, which is also the login name the device uses. */
@@ -51,7 +52,18 @@ export type TunnelEventName =
   | 'forward_rejected'
   | 'tunnel_up'
   | 'tunnel_down'
-  | 'tunnel_request_refused';
+  | 'tunnel_request_refused'
+  | 'tunnel_events_suppressed';
+
+/** Refusals anyone can cause at will: recorded within a budget, summarised beyond it (see noise.ts). */
+const NOISY_EVENTS: ReadonlySet<TunnelEventName> = new Set(['tunnel_auth_failed', 'tunnel_request_refused', 'forward_rejected', 'forward_requested']);
+/** A login that keeps asking for what it may not have is ended after this many refusals. */
+const MAX_REFUSALS_PER_CONNECTION = 10;
+/**
+ * Bytes the gateway may have queued for an edge that does not read them. Legitimate traffic is bounded by SSH
+ * flow control (a few 2 MiB channel windows); only a peer that sends requests but never reads replies gets here.
+ */
+const DEFAULT_MAX_UNSENT_BYTES = 16 * 1024 * 1024;
 
 export type TunnelEvent = {
   event: TunnelEventName;
@@ -79,11 +91,19 @@ export interface TunnelServerOptions {
   maxUnauthenticated?: number;
   /** A connection that has not authenticated by then is ended, and so is a login that holds no forward by then (default 10000). */
   authTimeoutMs?: number;
+  /** Of maxUnauthenticated, how many one address may hold (default 16), so one host can't lock every device out. */
+  maxUnauthenticatedPerAddress?: number;
+  /** Refusal records per window before they are only counted and summarised (default 20 per 10000 ms). */
+  noiseBudget?: { perWindow: number; windowMs: number };
+  /** Bytes queued for an edge that does not read before it is cut off (default 16 MiB). */
+  maxUnsentBytes?: number;
 }
 
 interface EdgeConnection {
   readonly socket: net.Socket;
   readonly peer: string;
+  /** The peer's address without its port: what the per-address limit counts. */
+  readonly address: string;
   /** "ip|port", to find this connection again when ssh2 reports the SSH connection. */
   readonly socketKey: string;
   client?: Connection;
@@ -95,6 +115,8 @@ interface EdgeConnection {
   /** Ends the connection if it neither authenticates nor takes up its forward in time. */
   deadline?: NodeJS.Timeout;
   failedAuths: number;
+  /** Requests and channels refused since login; too many ends the connection. */
+  refusals: number;
   forward?: ActiveForward;
   /** A forward accepted by policy whose loopback listener is still being opened. */
   pendingForward?: ActiveForward;
@@ -129,7 +151,11 @@ export class TunnelServer extends EventEmitter {
   private readonly keepaliveBoundMs: number;
   private readonly maxUnauthenticated: number;
   private readonly authTimeoutMs: number;
+  private readonly maxPendingPerAddress: number;
+  private readonly maxUnsentBytes: number;
+  private readonly noise: NoiseBudget;
   private pendingCount = 0;
+  private readonly pendingByAddress = new Map<string, number>();
   private stopping = false;
   readonly hostKeyLine: string;
 
@@ -141,6 +167,10 @@ export class TunnelServer extends EventEmitter {
     this.onEventSink = opts.onEvent ?? (() => undefined);
     this.maxUnauthenticated = opts.maxUnauthenticated ?? 64;
     this.authTimeoutMs = opts.authTimeoutMs ?? 10_000;
+    this.maxPendingPerAddress = opts.maxUnauthenticatedPerAddress ?? 16;
+    this.maxUnsentBytes = opts.maxUnsentBytes ?? DEFAULT_MAX_UNSENT_BYTES;
+    const budget = opts.noiseBudget ?? { perWindow: 20, windowMs: 10_000 };
+    this.noise = new NoiseBudget(budget.perWindow, budget.windowMs, (summary) => this.reportSuppressed(summary));
     const interval = opts.keepaliveIntervalMs ?? 15_000;
     const countMax = opts.keepaliveCountMax ?? 3;
     if (!(interval > 0) || !Number.isInteger(countMax) || countMax < 1) {
@@ -184,6 +214,7 @@ export class TunnelServer extends EventEmitter {
     }
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const conn of [...this.connections]) this.endConnection(conn, 'tunnel server stopped');
+    this.noise.flush();
     if (this.listener.listening) await closed;
   }
 
@@ -226,18 +257,33 @@ export class TunnelServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    if (this.pendingCount >= this.maxUnauthenticated) {
+    const address = addressOf(peer);
+    const full =
+      this.pendingCount >= this.maxUnauthenticated
+        ? `too many connections without a tunnel yet (limit ${this.maxUnauthenticated})`
+        : (this.pendingByAddress.get(address) ?? 0) >= this.maxPendingPerAddress
+          ? `too many connections without a tunnel yet from ${address} (limit ${this.maxPendingPerAddress} per address)`
+          : undefined;
+    if (full) {
       socket.destroy();
-      this.emitEvent({ event: 'tunnel_auth_failed', peer, reason: `too many connections without a tunnel yet (limit ${this.maxUnauthenticated}); dropped` });
+      this.emitEvent({ event: 'tunnel_auth_failed', peer, reason: `${full}; dropped` });
       return;
     }
     // ssh2 never sets TCP_NODELAY; without it every small request through the tunnel waits ~40 ms (Nagle).
     socket.setNoDelay(true);
     const key = socketKey(socket.remoteAddress, socket.remotePort);
-    const conn: EdgeConnection = { socket, peer, socketKey: key, authenticated: false, pending: false, failedAuths: 0, closed: false };
+    const conn: EdgeConnection = { socket, peer, address, socketKey: key, authenticated: false, pending: false, failedAuths: 0, refusals: 0, closed: false };
     this.connections.add(conn);
     this.enterPending(conn, () => this.onAuthTimeout(conn));
     socket.once('close', () => this.onSocketClosed(conn));
+    // ssh2 writes its replies without backpressure: a peer that sends requests but never reads would grow our
+    // memory without bound (its keepalive timer resets on every packet it sends).
+    socket.on('data', () => {
+      if (socket.writableLength > this.maxUnsentBytes && !conn.closed) {
+        this.emitEvent({ event: 'tunnel_request_refused', connection: conn.name, peer, request: 'unread replies', reason: `the edge does not read what the gateway sends (${socket.writableLength} bytes unsent); connection ended` });
+        this.endConnection(conn, 'the edge stopped reading');
+      }
+    });
     this.awaitingHeader.set(key, conn);
     this.ssh.injectSocket(socket);
   }
@@ -263,6 +309,8 @@ export class TunnelServer extends EventEmitter {
   // ---- authentication ----------------------------------------------------------------------------------
 
   private onAuthentication(conn: EdgeConnection, ctx: AuthContext): void {
+    // ssh2 goes on parsing what was already received after the gateway ended a connection: grant nothing, log nothing.
+    if (conn.closed) return ctx.reject();
     const verdict = decideAuthentication(authAttemptOf(ctx), this.keyring);
     if (verdict.kind === 'key-acceptable') return ctx.accept();
     if (verdict.kind === 'accept') {
@@ -313,14 +361,22 @@ export class TunnelServer extends EventEmitter {
   private enterPending(conn: EdgeConnection, onExpire: () => void): void {
     if (conn.deadline) clearTimeout(conn.deadline);
     conn.deadline = setTimeout(onExpire, this.authTimeoutMs);
-    if (!conn.pending) this.pendingCount++;
+    if (!conn.pending) {
+      this.pendingCount++;
+      this.pendingByAddress.set(conn.address, (this.pendingByAddress.get(conn.address) ?? 0) + 1);
+    }
     conn.pending = true;
   }
 
   private leavePending(conn: EdgeConnection): void {
     if (conn.deadline) clearTimeout(conn.deadline);
     conn.deadline = undefined;
-    if (conn.pending) this.pendingCount--;
+    if (conn.pending) {
+      this.pendingCount--;
+      const left = (this.pendingByAddress.get(conn.address) ?? 1) - 1;
+      if (left > 0) this.pendingByAddress.set(conn.address, left);
+      else this.pendingByAddress.delete(conn.address);
+    }
     conn.pending = false;
   }
 
@@ -347,6 +403,7 @@ export class TunnelServer extends EventEmitter {
       reject?.();
       const event = request === 'tcpip-forward' ? 'forward_rejected' : 'tunnel_request_refused';
       this.emitEvent({ event, connection: conn.name, peer: conn.peer, request, ...details, reason: verdict.reason });
+      this.countRefusal(conn);
       return;
     }
     if (request === 'cancel-tcpip-forward') {
@@ -436,6 +493,24 @@ export class TunnelServer extends EventEmitter {
   private refuseChannel(conn: EdgeConnection, type: keyof typeof CHANNEL_REFUSALS, reject: () => void, details: Record<string, unknown> = {}): void {
     reject();
     this.emitEvent({ event: 'tunnel_request_refused', connection: conn.name, peer: conn.peer, request: type, ...details, reason: CHANNEL_REFUSALS[type] });
+    this.countRefusal(conn);
+  }
+
+  private countRefusal(conn: EdgeConnection): void {
+    conn.refusals++;
+    if (conn.refusals < MAX_REFUSALS_PER_CONNECTION || conn.closed) return;
+    this.emitEvent({ event: 'tunnel_request_refused', connection: conn.name, peer: conn.peer, request: 'any', reason: `${conn.refusals} requests refused on one login; connection ended` });
+    this.endConnection(conn, 'too many refused requests');
+  }
+
+  private reportSuppressed(summary: NoiseSummary): void {
+    const total = Object.values(summary.counts).reduce((a, b) => a + b, 0);
+    this.onEventSinkSafe({
+      event: 'tunnel_events_suppressed',
+      peer: summary.peers.join(', '),
+      ...summary,
+      reason: `${total} more refusal record(s) in ${summary.window_s} s were counted, not written one by one`,
+    });
   }
 
   // ---- going down --------------------------------------------------------------------------------------
@@ -447,7 +522,8 @@ export class TunnelServer extends EventEmitter {
       this.endConnection(conn, `no answer to keepalive within ${this.keepaliveBoundMs} ms`);
       return;
     }
-    conn.closeReason ??= describeError(err);
+    // Often the edge's own disconnect text: anyone with a device key chooses it, and it reaches the agent.
+    conn.closeReason ??= printable(describeError(err), 200);
   }
 
   private onSocketClosed(conn: EdgeConnection): void {
@@ -491,6 +567,11 @@ export class TunnelServer extends EventEmitter {
   }
 
   private emitEvent(e: TunnelEvent): void {
+    if (NOISY_EVENTS.has(e.event) && !this.noise.admit(e.event, e.peer)) return;
+    this.onEventSinkSafe(e);
+  }
+
+  private onEventSinkSafe(e: TunnelEvent): void {
     if (e.connection === undefined) delete e.connection;
     try {
       this.onEventSink(e);
