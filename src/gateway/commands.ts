@@ -7,6 +7,7 @@ import type { DeviceConnection } from '../ssh/connection.js';
 import type { Client } from '../ssh/ssh2.js';
 import type { OutputEncoding } from '../ssh/output.js';
 import { GatewayError } from '../errors.js';
+import { deviceText } from '../util/text.js';
 
 export const DEFAULT_COMMAND_TIMEOUT_S = 60;
 export const DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024;
@@ -77,7 +78,7 @@ export async function runCommandOnDevice(gateway: Gateway, request: CommandReque
       await gateway.record({ event: 'command_end', ...base, ...what, error: (err as Error).message });
       if (err instanceof GatewayError) throw err; // reconnecting failed: the command never left, the error says why
       if (lost) throw new GatewayError('connection_lost', `${(err as Error).message}. Check the device (list_connections shows its state) before running it again.`);
-      throw new GatewayError('connect_failed', `could not run the command on "${request.connection}": ${(err as Error).message}`);
+      throw new GatewayError('connect_failed', `could not run the command on "${request.connection}": ${deviceText(err)}`);
     }
     await gateway.record({
       event: 'command_end',

@@ -276,8 +276,26 @@ function decideParts(
         'Drop the redirection (the output comes back to you anyway), or redirect to /dev/null.',
     );
   }
+  const traversal = policy.allow ? commands.flatMap((c) => c.argv).find(hasParentSegment) : undefined;
+  if (traversal !== undefined) {
+    return deny(
+      'allow (no match)',
+      `\`${shown(traversal)}\` climbs out of a folder with "..", which an allow pattern for that folder would still match. Write the path without "..".` +
+        allowedHint(policy),
+    );
+  }
   const notAllowed = policy.allow ? commands.find((c) => !isAllowed(policy, c.text)) : undefined;
   if (notAllowed) return refuseNotAllowed(policy, notAllowed, commands.length);
+  // A file read into stdin gets past a pattern that limits which paths a command may name (`head < /etc/shadow`).
+  const unallowedRead = policy.allow ? redirections.find((r) => r.reads && !r.writes && !isAllowed(policy, redirectionText(r))) : undefined;
+  if (unallowedRead) {
+    return deny(
+      'allow (no match)',
+      `\`${redirectionText(unallowedRead)}\` reads a file, and no allow rule matches that read. ` +
+        'Name the file as an argument the allow rules permit, or ask the operator to allow reading it.' +
+        allowedHint(policy),
+    );
+  }
   // Under an allow list a file write is a part of the line like any command: it must be allowed as `>target`.
   const unallowedWrite = policy.allow ? redirections.find((r) => r.writes && !isAllowed(policy, redirectionText(r))) : undefined;
   if (unallowedWrite) {
@@ -289,6 +307,11 @@ function decideParts(
     );
   }
   return askIfConfirm(policy, commands) ?? { decision: 'allow' };
+}
+
+/** A `..` path segment: `..`, `../x`, `x/..`, `x/../y`. */
+function hasParentSegment(word: string): boolean {
+  return word.split('/').includes('..');
 }
 
 function isAllowed(policy: CompiledPolicy, text: string): boolean {

@@ -35,6 +35,8 @@ export interface Redirection {
   readonly target: string;
   /** True when it creates, truncates or appends to a file. `/dev/null` and fd duplication are not writes. */
   readonly writes: boolean;
+  /** True when it opens a file for reading (`<`, `<>`), other than `/dev/null`. */
+  readonly reads: boolean;
 }
 
 export type ShellParse =
@@ -82,6 +84,12 @@ async function analyze(line: string): Promise<ShellParse> {
     return { ok: false, kind: 'syntax', reason: describeSyntaxError(error, line), commands: [], redirections: [] };
   }
   const reader = new ShellReader(line, newFindings(), 0);
+  const trap = MULTIBYTE_TRAP.exec(line);
+  if (trap) {
+    reader.findings.uncertain.push(
+      `\`${trap[0]}\`: a non-ASCII character right before \`${trap[0].slice(-1)}\` reads differently in some device locales (GBK, Big5, Shift-JIS); put a space or a quote between them`,
+    );
+  }
   const outcome = readFailingClosed(reader);
   const { commands, redirections } = reader.findings;
   if (outcome.kind === 'stopped') {
@@ -225,6 +233,25 @@ const REDIRECT_OPS = ['&>>', '<<<', '<<-', '&>', '<<', '<>', '<&', '>>', '>|', '
 const CONTROL_OPS = [';;&', '&&', '||', ';;', ';&', '|&', ';', '&', '|', '(', ')', '\n'];
 const CASE_TERMINATORS = new Set([';;', ';&', ';;&']);
 const FILE_WRITE_OPS = new Set(['>', '>>', '>|', '<>', '&>', '&>>']);
+const FILE_READ_OPS = new Set(['<', '<>']);
+/** bash-only operators that a POSIX sh (dash, busybox) reads as `&` followed by a new command. */
+const BASH_ONLY_REDIRECTS = new Set(['&>', '&>>']);
+/**
+ * Variables whose value changes what runs or how the line is read: the command search path, how words are split,
+ * startup files, the locale (which decides what a byte means), and variables bash evaluates as arithmetic, where
+ * `a[$(cmd)]` runs cmd. Setting them (by `NAME=value` or `for NAME in ...`) is refused under a policy.
+ */
+const SPECIAL_VARIABLES = new Set([
+  'PATH', 'IFS', 'ENV', 'BASH_ENV', 'CDPATH', 'GLOBIGNORE', 'HOME', 'SHELLOPTS', 'BASHOPTS', 'PS4', 'PROMPT_COMMAND',
+  'HISTFILE', 'LANG', 'LANGUAGE', 'NLSPATH', 'LOCPATH', 'POSIXLY_CORRECT', 'TMOUT', 'FUNCNEST',
+  'RANDOM', 'SRANDOM', 'SECONDS', 'OPTIND', 'OPTERR', 'LINENO', 'HISTCMD', 'EPOCHSECONDS', 'EPOCHREALTIME',
+]);
+const SPECIAL_VARIABLE_PREFIXES = /^(LC_|LD_|BASH|DYLD_)/;
+/**
+ * A non-ASCII character right before one of these: in a GBK, Big5 or Shift-JIS locale the shell reads the two as one
+ * character, so a `\` or `` ` `` we see is not there for it (and the line means something else).
+ */
+const MULTIBYTE_TRAP = /[^\u0000-\u007f][\\`{|}[\]^~]/u;
 const HARMLESS_WRITE_TARGETS = new Set(['/dev/null']);
 
 class ShellReader {
@@ -382,10 +409,15 @@ class ShellReader {
     const name = /^[A-Za-z_][A-Za-z0-9_]*/.exec(this.src.slice(this.pos))?.[0];
     if (!name) this.fail('`for` must be followed by a variable name');
     this.pos += name.length;
+    this.checkAssignedName(name);
     this.skipLinebreaks();
     if (this.peekReservedWord() === 'in') {
       this.pos += 2;
-      for (this.skipBlanks(); this.atWordStart(); this.skipBlanks()) this.readWord();
+      // Each word is assigned to the variable in turn: judged like `NAME=word`, so patterns see what is set.
+      for (this.skipBlanks(); this.atWordStart(); this.skipBlanks()) {
+        const value = wordText(this.readWord());
+        this.findings.commands.push({ text: canonicalWord(`${name}=${value}`), argv: [], assignments: [`${name}=${value}`] });
+      }
     }
     this.skipBlanks();
     if (this.src[this.pos] === ';') this.pos += 1;
@@ -446,6 +478,7 @@ class ShellReader {
       const word = this.readWord();
       if (args.length === 0 && isAssignment(word)) {
         if (this.src[this.pos] === '(') this.stop('an array assignment');
+        this.checkAssignedName(/^[A-Za-z_][A-Za-z0-9_]*/.exec(wordValue(word))![0]);
         assignments.push(word);
         continue;
       }
@@ -458,6 +491,12 @@ class ShellReader {
     }
     this.findings.commands.push(simpleCommand(assignments, args));
     return redirectionOps;
+  }
+
+  private checkAssignedName(name: string): void {
+    if (SPECIAL_VARIABLES.has(name) || SPECIAL_VARIABLE_PREFIXES.test(name)) {
+      this.noteUncertain(`setting \`${name}\` changes what runs or how the line is read (search path, word splitting, locale, or arithmetic that can run commands)`);
+    }
   }
 
   private checkCommandName(word: Word): void {
@@ -499,6 +538,10 @@ class ShellReader {
     this.pos += fd.length;
     const op = matchAt(this.src, this.pos, REDIRECT_OPS) ?? '';
     this.pos += op.length;
+    if (fd.length > 1) this.noteUncertain(`the file descriptor \`${fd}\` has more than one digit, which a POSIX sh reads as an argument \`${fd}\` instead`);
+    if (BASH_ONLY_REDIRECTS.has(op)) {
+      this.noteUncertain(`\`${op}\` is bash-only: a POSIX sh on the device reads it as \`&\` and runs the rest as a new command. Write \`>${op === '&>>' ? '>' : ''}FILE 2>&1\` instead`);
+    }
     this.skipBlanks();
     if (!this.atWordStart()) this.fail(`\`${op}\` must be followed by a word`);
     const word = this.readWord();
@@ -507,7 +550,8 @@ class ShellReader {
       this.noteUncertain(`the redirection target \`${word.raw}\` is a glob pattern, so the device decides which file it is`);
     }
     const target = wordText(word);
-    this.findings.redirections.push({ op, fd: fd || null, target, writes: redirectionWrites(op, word) });
+    if (/^\/dev\/(tcp|udp)\//.test(target)) this.noteUncertain(`\`${target}\` makes bash open a network connection`);
+    this.findings.redirections.push({ op, fd: fd || null, target, writes: redirectionWrites(op, word), reads: redirectionReads(op, word) });
     return `${fd}${op}`;
   }
 
@@ -842,6 +886,10 @@ function hasBraceExpansion(word: Word): boolean {
   if (close <= open) return false;
   const between = word.chars.slice(open + 1, close).map((c) => c.ch).join('');
   return between.includes(',') || between.includes('..');
+}
+
+function redirectionReads(op: string, target: Word): boolean {
+  return FILE_READ_OPS.has(op) && !(HARMLESS_WRITE_TARGETS.has(wordText(target)) && target.expansions.length === 0);
 }
 
 function redirectionWrites(op: string, target: Word): boolean {

@@ -8,6 +8,7 @@ import type { ResolvedConnection } from '../config/load.js';
 import { GatewayError, errorMessage } from '../errors.js';
 import { verifyHostKey, type HostKeyVerdict } from './host-keys.js';
 import { Semaphore } from '../util/semaphore.js';
+import { deviceText } from '../util/text.js';
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'tunnel_down' | 'failing' | 'circuit_open';
 
@@ -198,7 +199,7 @@ export class DeviceConnection {
     if (/ENOTFOUND|EAI_AGAIN/.test(message)) {
       return new GatewayError('connect_failed', `cannot resolve host "${c.host}" for "${c.name}": fix "host" in the config.`, true);
     }
-    return new GatewayError('connect_failed', `cannot connect to ${target} for "${c.name}": ${message}`, !TRANSIENT.test(message));
+    return new GatewayError('connect_failed', `cannot connect to ${target} for "${c.name}": ${deviceText(err)}`, !TRANSIENT.test(message));
   }
 
   private async openSocket(): Promise<Duplex> {
@@ -325,7 +326,7 @@ export class DeviceConnection {
       if (this.client === client) this.client = null;
     };
     client.on('error', (err) => {
-      this.lastError = errorMessage(err);
+      this.lastError = deviceText(err); // often the device's own disconnect text
       this.lastErrorAt = new Date();
       unusable();
     });

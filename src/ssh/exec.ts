@@ -3,6 +3,7 @@
 import type { Client, ClientChannel } from './ssh2.js';
 import { OutputCapture, type CapturedOutput, type OutputEncoding } from './output.js';
 import { shellQuote, ENV_NAME } from '../util/shell.js';
+import { deviceText } from '../util/text.js';
 
 export interface ExecRequest {
   command: string;
@@ -42,7 +43,7 @@ export class ConnectionLostError extends Error {
  */
 export class CommandNotSentError extends Error {
   constructor(cause: Error) {
-    super(`the SSH connection closed before the command was sent (${cause.message})`);
+    super(`the SSH connection closed before the command was sent (${deviceText(cause)})`);
     this.name = 'CommandNotSentError';
   }
 }
@@ -294,7 +295,7 @@ export async function execCommand(client: Client, request: ExecRequest): Promise
   let onClientGone: (err?: Error) => void = () => undefined;
   const lost = new Promise<never>((_, reject) => {
     onClientGone = (err?: Error): void =>
-      reject(new ConnectionLostError(`the SSH connection was lost while the command was running${err ? ` (${err.message})` : ''}; it may or may not have finished on the device`));
+      reject(new ConnectionLostError(`the SSH connection was lost while the command was running${err ? ` (${deviceText(err)})` : ''}; it may or may not have finished on the device`));
   });
   const onClose = (): void => onClientGone();
   client.on('close', onClose);

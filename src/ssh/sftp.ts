@@ -10,6 +10,7 @@ import type { Client } from './ssh2.js';
 import { ConnectionLostError, execCommand } from './exec.js';
 import { shellQuote } from '../util/shell.js';
 import { GatewayError } from '../errors.js';
+import { deviceText } from '../util/text.js';
 
 export type Sftp = SFTPWrapper;
 export type SftpStats = Stats;
@@ -30,7 +31,7 @@ const TRANSFER_STALL_MS = 60_000;
 export function sftpError(err: unknown, what: string, connection: string): GatewayError {
   if (err instanceof GatewayError) return err;
   const code = (err as { code?: unknown }).code;
-  const message = (err as Error).message ?? String(err);
+  const message = deviceText(err); // the device's sftp-server chose most of these words
   if (code === NO_SUCH_FILE) return new GatewayError('bad_input', `${what} on "${connection}": no such file or directory. Check the path (list_directory shows what is there).`);
   if (code === PERMISSION_DENIED) {
     return new GatewayError('bad_input', `${what} on "${connection}": permission denied for the login user. Use a path that user may access, or ask the operator.`);

@@ -3,6 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import ssh2 from 'ssh2';
 import type { ParsedKey } from 'ssh2';
+import { printable } from '../util/text.js';
 
 const { utils } = ssh2;
 
@@ -177,8 +178,4 @@ export const CHANNEL_REFUSALS = {
 } as const;
 
 /** Client-supplied text for logs: control characters made visible, length capped. */
-export function printable(text: string, max = 64): string {
-  // eslint-disable-next-line no-control-regex
-  const visible = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return visible.length > max ? `${visible.slice(0, max)}…` : visible;
-}
+export { printable };

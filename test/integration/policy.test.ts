@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { rm, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Sshd } from '../helpers/sshd.js';
@@ -28,6 +28,9 @@ before(async () => {
   sshd = await Sshd.start();
   work = await mkdtemp(path.join(tmpdir(), 'mcpgw-policy-'));
   marker = path.join(work, 'MARKER');
+  // For the `for PATH` attempt: an `ls` that would create the marker if the policy let the line through.
+  await mkdir(path.join(work, 'evilbin'));
+  await writeFile(path.join(work, 'evilbin', 'ls'), `#!/bin/sh\ntouch ${marker}\n`, { mode: 0o755 });
   linkedRoot = `${work}-link`;
   await symlink(work, linkedRoot);
   gw = await startGateway({
@@ -115,6 +118,10 @@ function attempts(m: string): [string, string][] {
     ['oversize line', `echo ${'a'.repeat(100_000)}; touch ${m}`],
     ['deny inside allowed shape', `rm -f ${m}`],
     ['arithmetic expansion', `echo $((1+1)); touch ${m}`],
+    ['for with an arithmetic variable', `for RANDOM in 'a[$(touch ${m})]'; do uptime; done`],
+    ['for with an ordinary variable', `for x in 'a[$(touch ${m})]'; do uptime; done`],
+    ['for PATH: an allowed name runs another program', `for PATH in ${path.join(path.dirname(m), 'evilbin')}; do ls; done`],
+    ['&> read by a POSIX sh as & and a new command', `echo &>/dev/null touch ${m}`],
   ];
 }
 

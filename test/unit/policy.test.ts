@@ -65,7 +65,7 @@ const HOSTILE: [string, string, Expected, Policy?][] = [
   ['process substitution as a redirect target', 'ls > >(reboot)', deny('uncertain')],
   ['redirection that writes, read-only', 'ls > /etc/passwd', deny('read_only'), readOnly],
   ['append redirection, read-only', 'uptime >> /tmp/log', deny('read_only'), readOnly],
-  ['&> redirection, read-only', 'uptime &> /tmp/log', deny('read_only'), readOnly],
+  ['&> redirection, read-only', 'uptime &> /tmp/log', deny('uncertain'), readOnly],
   ['>| clobber, read-only', 'uptime >| /tmp/log', deny('read_only'), readOnly],
   ['<> read-write open, read-only', 'uptime <> /tmp/log', deny('read_only'), readOnly],
   ['>&file redirection, read-only', 'uptime >&/tmp/log', deny('read_only'), readOnly],
@@ -122,8 +122,20 @@ const HOSTILE: [string, string, Expected, Policy?][] = [
   ['time keyword', 'time ls', deny('uncertain')],
   ['named fd redirection', 'ls {fd}>/tmp/x', deny('uncertain')],
   ['coproc', 'coproc reboot', deny('uncertain')],
-  ['assignment prefix is part of the command', 'PATH=/tmp ls', deny(NO_ALLOW)],
-  ['LD_PRELOAD prefix', 'LD_PRELOAD=/tmp/x.so uptime', deny(NO_ALLOW)],
+  ['assignment prefix is part of the command', 'X=/tmp ls', deny(NO_ALLOW)],
+  ['PATH prefix', 'PATH=/tmp ls', deny('uncertain')],
+  ['LD_PRELOAD prefix', 'LD_PRELOAD=/tmp/x.so uptime', deny('uncertain')],
+  ['for with an arithmetic variable runs a substitution', "for RANDOM in 'a[$(reboot)]'; do uptime; done", deny('uncertain')],
+  ['for PATH swaps the program an allowed name runs', 'for PATH in /tmp/evil; do ls; done', deny('uncertain')],
+  ['for LC_ALL changes how the next line is read', 'for LC_ALL in zh_CN.GBK; do uptime; done', deny('uncertain')],
+  ['for with an ordinary name: each word is judged as an assignment', "for x in 'a[$(reboot)]'; do uptime; done", deny(NO_ALLOW)],
+  ['multibyte character before a backslash (GBK reads them as one)', 'cat /etc/hostname <"\u4e01\\" ; touch /tmp/m ; echo \u4e01\\""', deny('uncertain')],
+  ['&> is & and a new command to a POSIX sh', 'echo &>/dev/null reboot', deny('uncertain')],
+  ['&>> likewise', 'echo hi &>>/dev/null reboot', deny('uncertain')],
+  ['a two-digit fd is an argument to a POSIX sh', 'ls -l 10>/dev/null', deny('uncertain')],
+  ['/dev/tcp opens a network connection', 'uptime </dev/tcp/127.0.0.1/9', deny('uncertain')],
+  ['stdin read from a file no rule names', 'uptime < /etc/shadow', deny(NO_ALLOW)],
+  ['.. climbs out of an allowed folder', 'ls /var/log/../../root', deny(NO_ALLOW)],
   ['subshell around an unlisted command', '(reboot)', deny(NO_ALLOW)],
   ['group around an unlisted command', '{ reboot; }', deny(NO_ALLOW)],
   ['if body', 'if uptime; then reboot; fi', deny(NO_ALLOW)],
@@ -182,7 +194,7 @@ for (const line of ALLOWED) {
 
 test('read-only still allows output to /dev/null and fd duplication', async () => {
   await assertDecision('ls /tmp >/dev/null 2>&1', 'allow', readOnly);
-  await assertDecision('uptime &>/dev/null', 'allow', readOnly);
+  await assertDecision('uptime >/dev/null 2>&1 </dev/null', 'allow', readOnly);
 });
 
 test('under an allow list, a redirection that writes must itself be allowed', async () => {
@@ -262,9 +274,10 @@ test('parseCommandLine lists every simple command with its argv, in every nestin
   );
   assert.ok(parsed.ok);
   assert.deepEqual(parsed.commands.map((c) => c.argv.join('|')), [
-    'a|b c|de', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'q', 't',
+    'a|b c|de', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', '', 'q', 't',
   ]);
   assert.equal(parsed.commands[0]!.text, "a 'b c' de");
+  assert.equal(parsed.commands[11]!.text, 'x=p', "a for loop's words are judged as the assignments they are");
 });
 
 test('a glob inside or after a path, or quoted, is not refused; one at the start of an argument says what to write', async () => {
@@ -276,18 +289,18 @@ test('a glob inside or after a path, or quoted, is not refused; one at the start
 });
 
 test('parseCommandLine reports redirections and whether they write', async () => {
-  const parsed = await parseCommandLine('a >x 2>&1 <y >>z 3<&0 &>/dev/null <<<w >&- 2>|v');
+  const parsed = await parseCommandLine('a >x 2>&1 <y >>z 3<&0 </dev/null <<<w >&- 2>|v 4<>u');
   assert.ok(parsed.ok);
   assert.deepEqual(
-    parsed.redirections.map((r) => `${r.fd ?? ''}${r.op}${r.target}:${r.writes ? 'w' : '-'}`),
-    ['>x:w', '2>&1:-', '<y:-', '>>z:w', '3<&0:-', '&>/dev/null:-', '<<<w:-', '>&-:-', '2>|v:w'],
+    parsed.redirections.map((r) => `${r.fd ?? ''}${r.op}${r.target}:${r.writes ? 'w' : '-'}${r.reads ? 'r' : '-'}`),
+    ['>x:w-', '2>&1:--', '<y:-r', '>>z:w-', '3<&0:--', '</dev/null:--', '<<<w:--', '>&-:--', '2>|v:w-', '4<>u:wr'],
   );
 });
 
 test('parseCommandLine keeps assignments in the canonical text', async () => {
-  const parsed = await parseCommandLine('LANG=C FOO="a b" ls -l');
+  const parsed = await parseCommandLine('TZ=UTC FOO="a b" ls -l');
   assert.ok(parsed.ok);
-  assert.deepEqual(parsed.commands[0], { text: "LANG=C 'FOO=a b' ls -l", argv: ['ls', '-l'], assignments: ['LANG=C', 'FOO=a b'] });
+  assert.deepEqual(parsed.commands[0], { text: "TZ=UTC 'FOO=a b' ls -l", argv: ['ls', '-l'], assignments: ['TZ=UTC', 'FOO=a b'] });
 });
 
 test('parseCommandLine resolves here-documents without reading their body as commands', async () => {
