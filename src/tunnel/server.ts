@@ -433,8 +433,10 @@ export class TunnelServer extends EventEmitter {
     }
     conn.pendingForward = undefined;
     if (conn.closed || this.stopping) {
-      // The login went away (or the server is stopping) while the loopback port was being opened.
-      if (!tunnel.connection) this.closeRelay(tunnel);
+      // The login went away (or the server is stopping) while the loopback port was being opened. Another login
+      // of the same device may be waiting on that listener too: then it stays.
+      const waiting = [...this.connections].some((other) => other !== conn && other.name === conn.name && other.pendingForward);
+      if (!tunnel.connection && !waiting) this.closeRelay(tunnel);
       return;
     }
     const previous = tunnel.connection;
