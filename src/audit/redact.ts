@@ -124,16 +124,28 @@ function envName(assignment: string): string {
 /** A whole string holding a private key is dropped: no partial key material may remain. */
 const PRIVATE_KEY_MARKERS = [/-----BEGIN[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----/, /PuTTY-User-Key-File-\d/];
 
-const SECRET_NAME = '[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*';
-const TEXT_REPLACEMENTS: [RegExp, string][] = [
+/**
+ * A whole name (a run of name characters, matched from its start only) is taken first and tested for a secret
+ * word afterwards. Searching for the word inside the pattern made the engine backtrack through long words (a 64
+ * KiB base64 blob in a command line) and the scan quadratic.
+ */
+const NAME = '(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+)';
+const SECRET_WORD = /password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential/i;
+
+/** Replaces the value after a name only when the name holds a secret word. */
+function ifSecretName(match: string, name: string, separator: string): string {
+  return SECRET_WORD.test(name) ? `${name}${separator}${REDACTED}` : match;
+}
+
+const TEXT_REPLACEMENTS: [RegExp, string | ((match: string, ...groups: string[]) => string)][] = [
   // Authorization: Bearer xxx / Basic xxx
   [/\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}/gi, `$1$2${REDACTED}`],
   // scheme://user:password@host
   [/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)[^\s@/]+@/gi, `$1${REDACTED}@`],
   // PASSWORD=x, api_key: "x", "token": "x"
-  [new RegExp(`(${SECRET_NAME}["']?\\s*[=:]\\s*)("[^"]*"|'[^']*'|[^\\s"'&;|,]+)`, 'gi'), `$1${REDACTED}`],
+  [new RegExp(`${NAME}(["']?\\s*[=:]\\s*)(?:"[^"]*"|'[^']*'|[^\\s"'&;|,]+)`, 'g'), (match, name, separator) => ifSecretName(match, name!, separator!)],
   // --password x, --token=x (the = form is covered above)
-  [new RegExp(`(--${SECRET_NAME}\\s+)("[^"]*"|'[^']*'|[^\\s"'&;|]+)`, 'gi'), `$1${REDACTED}`],
+  [new RegExp(`(?<![A-Za-z0-9_.-])--([A-Za-z0-9_.-]+)(\\s+)(?:"[^"]*"|'[^']*'|[^\\s"'&;|]+)`, 'g'), (match, name, space) => (SECRET_WORD.test(name!) ? `--${name}${space}${REDACTED}` : match)],
   // Well-known token formats
   [/\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g, REDACTED], // JWT
   [/\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})/g, REDACTED],
@@ -146,5 +158,8 @@ const TEXT_REPLACEMENTS: [RegExp, string][] = [
 /** Removes key material and token-looking substrings from free text. */
 export function redactText(text: string): string {
   if (PRIVATE_KEY_MARKERS.some((marker) => marker.test(text))) return REDACTED;
-  return TEXT_REPLACEMENTS.reduce((current, [pattern, replacement]) => current.replace(pattern, replacement), text);
+  return TEXT_REPLACEMENTS.reduce(
+    (current, [pattern, replacement]) => (typeof replacement === 'string' ? current.replace(pattern, replacement) : current.replace(pattern, replacement)),
+    text,
+  );
 }

@@ -7,7 +7,7 @@
 // Both are caught by an anchor: the head (seq and hash) noted somewhere else earlier, checked with `anchor`.
 
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   GENESIS_HASH,
@@ -275,20 +275,54 @@ export async function readAuditRecords(path: string, filter: AuditHistoryFilter 
   return result;
 }
 
-/** The last `room` matching records of one file. */
+/**
+ * The last `room` matching records of one file, oldest first. Read from the end, so the usual question (the
+ * last few events) costs a few chunks, not a parse of the whole file (64 MiB by default) on the event loop.
+ */
 async function readMatching(file: string, filter: AuditHistoryFilter, room: number): Promise<AuditRecord[]> {
-  let matches: AuditRecord[] = [];
+  const newestFirst: AuditRecord[] = [];
+  // A record about the connection names it as a JSON string: lines without it need no parsing.
+  const mention = filter.connection === undefined ? undefined : JSON.stringify(filter.connection);
   try {
-    for await (const line of readLines([file])) {
-      const record = parseRecord(line);
-      if (!record || !matchesFilter(record, filter)) continue;
-      matches.push(record);
-      if (matches.length > 2 * room + 1024) matches = matches.slice(-room); // bounded memory for huge files
+    for await (const text of readLinesBackward(file)) {
+      if (newestFirst.length >= room) break;
+      if (mention !== undefined && !text.includes(mention)) continue;
+      const record = parseRecord({ file, line: 0, text, complete: true });
+      if (record && matchesFilter(record, filter)) newestFirst.push(record);
     }
   } catch (err) {
     if (errorCode(err) !== 'ENOENT') throw err; // rotated away while we listed: nothing to read
   }
-  return room === Number.POSITIVE_INFINITY ? matches : matches.slice(Math.max(0, matches.length - room));
+  return newestFirst.reverse();
+}
+
+const BACKWARD_CHUNK_BYTES = 64 * 1024;
+
+/** The lines of one file, last first, read in chunks from its end. */
+async function* readLinesBackward(file: string): AsyncGenerator<string, void, undefined> {
+  const handle = await open(file, 'r');
+  try {
+    let position = (await handle.stat()).size;
+    let carry: Buffer = Buffer.alloc(0); // a line whose start lies in the part not read yet
+    while (position > 0) {
+      const size = Math.min(BACKWARD_CHUNK_BYTES, position);
+      position -= size;
+      const chunk = Buffer.alloc(size);
+      await handle.read(chunk, 0, size, position);
+      const buffer = carry.length > 0 ? Buffer.concat([chunk, carry]) : chunk;
+      let end = buffer.length;
+      while (end > 0) {
+        const newline = buffer.lastIndexOf(0x0a, end - 1);
+        if (newline === -1) break;
+        if (newline + 1 < end) yield buffer.toString('utf8', newline + 1, end);
+        end = newline;
+      }
+      carry = buffer.subarray(0, end);
+    }
+    if (carry.length > 0) yield carry.toString('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 function matchesFilter(record: AuditRecord, filter: AuditHistoryFilter): boolean {

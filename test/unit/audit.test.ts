@@ -192,6 +192,25 @@ test('rotation keeps one chain across files, and history reads across them', asy
   assert.deepEqual(await readAuditRecords(path, { limit: 0 }), []);
 });
 
+test('history is read from the end of the file: same records as a full read, across chunk boundaries', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'audit.log');
+  const log = await AuditLog.open(path, { fsync: 'never' });
+  // Records of very different sizes (some longer than the 64 KiB read chunk) so lines straddle chunk edges.
+  for (let i = 1; i <= 300; i++) {
+    await log.append({ event: 'command_end', connection: i % 3 === 0 ? 'edge "odd"' : `dev${i % 7}`, command: 'x'.repeat((i * 7919) % 3000 + (i % 50 === 0 ? 70_000 : 0)) });
+  }
+  await log.close();
+  const full = await readRecords(path);
+  for (const limit of [1, 7, 64, 299, 300, 1000]) {
+    const got = await readAuditRecords(path, { limit });
+    assert.deepEqual(got.map((r) => r.seq), full.slice(-limit).map((r) => r.seq), `limit ${limit}`);
+  }
+  const odd = await readAuditRecords(path, { connection: 'edge "odd"', limit: 20 });
+  assert.deepEqual(odd.map((r) => r.seq), full.filter((r) => r.connection === 'edge "odd"').slice(-20).map((r) => r.seq));
+  assert.deepEqual(odd.at(-1), full.at(-1), 'records come back whole');
+});
+
 test('a restart after rotation continues the chain from the rotated file', async (t) => {
   const dir = await tempDir(t);
   const path = await writeLog(dir, 12, { maxBytes: 1200 });
