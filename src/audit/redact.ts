@@ -96,8 +96,16 @@ function redactErrorValue(err: Error, mode: Mode, seen: WeakSet<object>, depth: 
 function redactString(value: string, mode: Mode): unknown {
   if (mode === 'output') return HEX64.test(value) ? value : digest(Buffer.from(value, 'utf8'));
   if (mode === 'content') return HEX64.test(value) ? value : { bytes: Buffer.byteLength(value, 'utf8') };
+  if (value.length > MAX_TEXT_CHARS) {
+    // Longer than any command the gateway runs: keep the start, and prove the rest by its digest.
+    const { bytes, sha256 } = digest(Buffer.from(value, 'utf8'));
+    return `${redactText(value.slice(0, MAX_TEXT_CHARS))}… [${bytes} bytes in all, sha256 ${sha256}]`;
+  }
   return redactText(value);
 }
+
+/** Free text kept in full up to this length (the longest command line is 64 KiB). */
+const MAX_TEXT_CHARS = 64 * 1024;
 
 const HEX64 = /^[0-9a-f]{64}$/; // an existing sha256 digest, e.g. in a { bytes, sha256 } summary
 
@@ -141,7 +149,8 @@ const TEXT_REPLACEMENTS: [RegExp, string | ((match: string, ...groups: string[])
   // Authorization: Bearer xxx / Basic xxx
   [/\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}/gi, `$1$2${REDACTED}`],
   // scheme://user:password@host
-  [/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)[^\s@/]+@/gi, `$1${REDACTED}@`],
+  // (the scheme starts only where a run of scheme characters starts: \b inside "a.a.a..." made this quadratic)
+  [/((?<![a-z0-9+.-])[a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)[^\s@/]+@/gi, `$1${REDACTED}@`],
   // PASSWORD=x, api_key: "x", "token": "x"
   [new RegExp(`${NAME}(["']?\\s*[=:]\\s*)(?:"[^"]*"|'[^']*'|[^\\s"'&;|,]+)`, 'g'), (match, name, separator) => ifSecretName(match, name!, separator!)],
   // --password x, --token=x (the = form is covered above)

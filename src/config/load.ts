@@ -197,7 +197,10 @@ function resolveGateway(
     out.known_hosts = resolve(gateway.known_hosts);
     checkReadable(out.known_hosts, 'gateway.known_hosts', issues);
   }
-  if (gateway.staging_dir) out.staging_dir = resolve(gateway.staging_dir);
+  if (gateway.staging_dir) {
+    out.staging_dir = resolve(gateway.staging_dir);
+    checkPrivateFolder(out.staging_dir, 'gateway.staging_dir', issues);
+  }
   if (gateway.default_policy) checkPolicyPatterns(gateway.default_policy, 'gateway.default_policy', issues);
   return out;
 }
@@ -292,6 +295,26 @@ function resolvePassphrase(
     }
   }
   return undefined;
+}
+
+/**
+ * The staging folder is checked once per transfer and then used by path: another local user who could write in
+ * it could swap a file for a symlink in between and read or write outside it. So only the gateway's user may.
+ */
+function checkPrivateFolder(dir: string, at: string, issues: ConfigIssue[]): void {
+  let info;
+  try {
+    info = statSync(dir);
+  } catch {
+    return; // a missing folder is reported when a transfer needs it
+  }
+  const mode = info.mode & 0o777;
+  if (!info.isDirectory()) issues.push({ path: at, message: `${dir} is not a folder` });
+  else if ((mode & 0o022) !== 0) {
+    issues.push({ path: at, message: `${dir} is writable by group or others (mode ${mode.toString(8)}), who could swap its files for symlinks during a transfer: run \`chmod 700 ${dir}\`` });
+  } else if (typeof process.getuid === 'function' && info.uid !== process.getuid()) {
+    issues.push({ path: at, message: `${dir} belongs to another user (uid ${info.uid}), who could swap its files for symlinks during a transfer: use a folder of the gateway's own user` });
+  }
 }
 
 function checkReadable(file: string, at: string, issues: ConfigIssue[]): void {

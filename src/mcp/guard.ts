@@ -23,6 +23,11 @@ export interface AuthorizeRequest {
   canAsk?: boolean;
   /** A decision already made for `command` (file tools: evaluateFileAccess); skips command evaluation. */
   decided?: PolicyDecision;
+  /**
+   * What else a human approves along with `command` (file tools: which tool, the content's size and sha256, the
+   * mode, the local file): shown in the question and part of what the approval is bound to.
+   */
+  detail?: string;
 }
 
 export type Authorizer = (request: AuthorizeRequest) => Promise<void>;
@@ -34,7 +39,7 @@ function alternatives(gateway: Gateway, connection: string): string {
 }
 
 export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: ApprovalDesk): Authorizer {
-  return async ({ connection, command, ctx, who, action, env, cwd, canAsk = true, decided }) => {
+  return async ({ connection, command, ctx, who, action, env, cwd, canAsk = true, decided, detail }) => {
     const device = gateway.connection(connection);
     if (device.config.effectivePolicy && cwd !== undefined && cwd !== '/') {
       await gateway.record({ event: 'policy_denial', connection, command, cwd, client: who, rule: 'cwd', reason: 'cwd under a policy' });
@@ -67,7 +72,7 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
       throw new GatewayError('policy_denied', `refused by the policy of "${connection}" (${decision.rule}): ${decision.reason} Nothing was run. ${alternatives(gateway, connection)}`);
     }
 
-    const subject = ApprovalDesk.subjectOf(connection, command);
+    const subject = ApprovalDesk.subjectOf(connection, detail === undefined ? command : `${command}\n${detail}`);
     const answer = desk.answer(ctx, subject);
     if (answer === 'granted') {
       await gateway.record({ event: 'approval_granted', ...base, rule: decision.rule });
@@ -91,7 +96,7 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
     }
     await gateway.record({ event: 'approval_asked', ...base, rule: decision.rule, reason: decision.reason });
     const message =
-      `The agent wants to run on "${connection}" (${device.config.user}@${device.config.host}):\n\n${command}\n\n` +
+      `The agent wants to run on "${connection}" (${device.config.user}@${device.config.host}):\n\n${command}\n${detail === undefined ? '' : `(${detail})\n`}\n` +
       `It needs your approval because ${decision.reason} (${decision.rule}). Approve?`;
     throw new NeedsApproval(await desk.ask(ctx, subject, message));
   };
@@ -105,6 +110,8 @@ export interface FileAuthorizeRequest {
   path: string;
   ctx: ServerContext;
   who: CallerIdentity;
+  /** See AuthorizeRequest.detail. */
+  detail?: string;
 }
 
 /**
@@ -118,7 +125,7 @@ export async function authorizeFile(authorize: Authorizer, gateway: Gateway, req
   if (!normalized.ok) throw new GatewayError('bad_input', `${normalized.reason} Nothing was touched on "${request.connection}".`);
   const decided = evaluateFileAccess(request.op, normalized.path, device.config.effectivePolicy);
   const command = fileAccessSubject(request.op, normalized.path);
-  await authorize({ connection: request.connection, command, ctx: request.ctx, who: request.who, decided });
+  await authorize({ connection: request.connection, command, ctx: request.ctx, who: request.who, decided, detail: request.detail });
   return normalized.path;
 }
 

@@ -3,7 +3,7 @@
 // (fastPut/fastGet, then sha256 on both sides). No policy and no MCP here: callers pass paths already judged.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open as openLocal, rename as renameLocal, rm, stat as statLocal } from 'node:fs/promises';
+import { link as linkLocal, mkdir, open as openLocal, rename as renameLocal, rm, stat as statLocal } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { FileEntryWithStats, OpenMode, SFTPWrapper, Stats, TransferOptions } from 'ssh2';
 import type { Client } from './ssh2.js';
@@ -11,6 +11,7 @@ import { ConnectionLostError, execCommand } from './exec.js';
 import { shellQuote } from '../util/shell.js';
 import { GatewayError } from '../errors.js';
 import { deviceText } from '../util/text.js';
+import { utf8SafeEnd } from './output.js';
 
 export type Sftp = SFTPWrapper;
 export type SftpStats = Stats;
@@ -152,9 +153,19 @@ export async function renameIntoPlace(sftp: Sftp, from: string, to: string, targ
   await call<void>((cb) => sftp.rename(from, to, (err) => cb(err, undefined)));
 }
 
-/** `.NAME.mcpgw-<random>.tmp` beside `path`: same folder, same filesystem, so the final rename is atomic. */
+/** The longest file name most filesystems take (NAME_MAX), in bytes. */
+const NAME_MAX_BYTES = 255;
+const TEMP_NAME_EXTRA_BYTES = '..mcpgw-000000000000.tmp'.length;
+
+/**
+ * `.NAME.mcpgw-<random>.tmp` beside `path`: same folder, same filesystem, so the final rename is atomic. A long
+ * NAME is shortened (at a character boundary) so the temp name still fits in NAME_MAX.
+ */
 export function tempPathFor(path: string): string {
-  return posix.join(posix.dirname(path), `.${posix.basename(path)}.mcpgw-${randomBytes(6).toString('hex')}.tmp`);
+  let base = Buffer.from(posix.basename(path));
+  const room = NAME_MAX_BYTES - TEMP_NAME_EXTRA_BYTES;
+  if (base.length > room) base = base.subarray(0, utf8SafeEnd(base.subarray(0, room)));
+  return posix.join(posix.dirname(path), `.${base.toString()}.mcpgw-${randomBytes(6).toString('hex')}.tmp`);
 }
 
 function openHandle(sftp: Sftp, path: string, flags: OpenMode, mode?: number): Promise<Buffer> {
@@ -212,6 +223,9 @@ export interface RemoteDirEntry {
   mtime: string;
 }
 
+/** Names in one listing, in bytes: 10,000 entries of NAME_MAX would be 2.5 MiB. */
+const MAX_LISTED_NAME_BYTES = 4 * 1024 * 1024;
+
 /** The entries of a folder (symlinks shown as symlinks), sorted by name, at most `limit` of them. */
 export async function listDirectory(sftp: Sftp, path: string, limit: number): Promise<{ entries: RemoteDirEntry[]; truncated: boolean }> {
   const info = await stat(sftp, path);
@@ -219,6 +233,7 @@ export async function listDirectory(sftp: Sftp, path: string, limit: number): Pr
   const handle = await call<Buffer>((cb) => sftp.opendir(path, cb));
   const entries: RemoteDirEntry[] = [];
   let truncated = false;
+  let namesBytes = 0;
   try {
     for (;;) {
       let batch: FileEntryWithStats[];
@@ -231,7 +246,9 @@ export async function listDirectory(sftp: Sftp, path: string, limit: number): Pr
       if (!batch || batch.length === 0) break;
       for (const { filename, attrs } of batch) {
         if (filename === '.' || filename === '..') continue;
-        if (entries.length >= limit) {
+        namesBytes += Buffer.byteLength(filename);
+        // A real folder can't hold a name over NAME_MAX; a hostile SFTP server could send gigabytes of them.
+        if (entries.length >= limit || namesBytes > MAX_LISTED_NAME_BYTES) {
           truncated = true;
           break;
         }
@@ -497,10 +514,27 @@ export interface DownloadRequest {
   localPath: string;
   /** Folders to create first (inside the staging folder). */
   createLocalDirs?: string[];
+  /** Replace a file already at localPath; without it an existing file is never touched. */
+  overwrite?: boolean;
   signal?: AbortSignal;
   onProgress?: TransferProgress;
   verifyTimeoutMs: number;
   connection: string;
+}
+
+function localFileExists(localPath: string): GatewayError {
+  return new GatewayError('bad_input', `${localPath} already exists in the staging folder; pass overwrite: true to replace it, or choose another local_path. Nothing was transferred.`);
+}
+
+/** Moves `temp` to `target` unless something appeared there meanwhile (a hard link fails with EEXIST; rename would replace). */
+async function placeWithoutReplacing(temp: string, target: string): Promise<void> {
+  try {
+    await linkLocal(temp, target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw localFileExists(target);
+    throw err;
+  }
+  await rm(temp, { force: true });
 }
 
 /**
@@ -514,6 +548,7 @@ export async function downloadVerified(client: Client, request: DownloadRequest)
     if (!(await statLocal(dir).catch(() => null))?.isDirectory()) throw err;
   });
   const replaced = (await statLocal(localPath).catch(() => null)) !== null;
+  if (replaced && !request.overwrite) throw localFileExists(localPath);
   const temp = tempPathFor(localPath);
   await (await openLocal(temp, 'wx', 0o600)).close();
   try {
@@ -537,7 +572,8 @@ export async function downloadVerified(client: Client, request: DownloadRequest)
     } else if (remote !== local.sha256) {
       throw mismatch('sha256', `device ${remote}, received ${local.sha256}`);
     }
-    await renameLocal(temp, localPath);
+    if (request.overwrite) await renameLocal(temp, localPath);
+    else await placeWithoutReplacing(temp, localPath);
     return { bytes: local.bytes, sha256: local.sha256, verified, duration_ms: Math.round(performance.now() - started), replaced };
   } catch (err) {
     await rm(temp, { force: true }).catch(() => undefined);

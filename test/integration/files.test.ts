@@ -245,6 +245,7 @@ test('a confirm rule asks the human, and the write happens only on yes', async (
   await callOk(gw, 'write_file', { connection: 'guarded', path: yes, content: 'approved' });
   assert.equal(await readFile(yes, 'utf8'), 'approved');
   assert.ok(asked.some((m) => m.includes(`write_file ${yes}`)), 'the human saw the path');
+  assert.ok(asked.some((m) => m.includes(`write_file: 8 bytes, sha256 ${sha256('approved')}, mode kept (0644 if new)`)), 'and what would be written');
   const no = path.join(work, 'confirm', 'other.conf');
   assert.match(await callError(gw, 'write_file', { connection: 'guarded', path: no, content: 'x' }), /declined/);
   assert.equal(existsSync(no), false);
@@ -403,6 +404,39 @@ test('the audit log records every write and transfer with paths, bytes and sha25
   // and the hash chain still holds
   const verified = await promisify(execFile)(process.execPath, [CLI, 'audit', 'verify', gw.auditPath]);
   assert.match(verified.stdout + verified.stderr, /ok|verified/i);
+});
+
+test('hostile names, modes and overwrites: names are escaped in the summary, setuid is refused, downloads never clobber', async () => {
+  const odd = path.join(work, 'odd-names');
+  await mkdir(odd, { recursive: true });
+  await writeFile(path.join(odd, 'a\n- 0644 0 2026 INJECTED-LINE'), '');
+  await writeFile(path.join(odd, 'b\x1b[31mRED\x07'), '');
+  const listed = await gw.client.callTool({ name: 'list_directory', arguments: { connection: 'dev1', path: odd } });
+  const text = (listed.content as { text: string }[])[0]!.text;
+  assert.equal(text.split('\n').length, 3, `one line per entry plus the header: ${JSON.stringify(text)}`);
+  assert.ok(text.includes('a\\x0a- 0644 0 2026 INJECTED-LINE') && text.includes('b\\x1b[31mRED\\x07'), text);
+  assert.ok(!/[\u0000-\u0009\u000b-\u001f]/.test(text), 'no raw control characters');
+  const names = (listed.structuredContent as ListResult).entries.map((e) => e.name);
+  assert.deepEqual(names, ['a\n- 0644 0 2026 INJECTED-LINE', 'b\x1b[31mRED\x07'], 'structuredContent keeps the exact names');
+
+  const suid = path.join(work, 'suid.sh');
+  assert.match(await callError(gw, 'write_file', { connection: 'dev1', path: suid, content: '#!/bin/sh\n', mode: '4755' }), /setuid and setgid bits/);
+  assert.equal(existsSync(suid), false);
+
+  // A name as long as the filesystem allows is written (its temp name is shortened to fit).
+  const longName = path.join(work, 'n'.repeat(250));
+  await callOk(gw, 'write_file', { connection: 'dev1', path: longName, content: 'long' });
+  assert.equal(await readFile(longName, 'utf8'), 'long');
+  assert.deepEqual(await debris(work), []);
+
+  const remote = path.join(work, 'fresh.txt');
+  await writeFile(remote, 'REMOTE');
+  await writeFile(path.join(staging, 'keep.txt'), 'PRECIOUS');
+  assert.match(await callError(gw, 'download_file', { connection: 'dev1', local_path: 'keep.txt', remote_path: remote }), /already exists in the staging folder; pass overwrite: true/);
+  assert.equal(await readFile(path.join(staging, 'keep.txt'), 'utf8'), 'PRECIOUS');
+  await callOk(gw, 'download_file', { connection: 'dev1', local_path: 'keep.txt', remote_path: remote, overwrite: true });
+  assert.equal(await readFile(path.join(staging, 'keep.txt'), 'utf8'), 'REMOTE');
+  assert.deepEqual(await debris(staging), []);
 });
 
 test('the file tools are listed with schemas and honest annotations', async () => {

@@ -11,6 +11,7 @@ import {
   computeRecordHash,
   readAuditRecords,
   readLastRecord,
+  redactFields,
   redactText,
   verifyAuditFiles,
   type AuditLogOptions,
@@ -456,4 +457,14 @@ test('a non-durable record is in the file when append resolves, keeps its order,
   const records = await readRecords(path);
   assert.deepEqual(records.map((r) => r.event), ['command_start', 'tool_call', 'command_end', 'tool_call', 'after_sync']);
   assert.deepEqual(await verifyAuditFiles([path]), { ok: true, records: 5, files: 1, firstSeq: 1, lastSeq: 5, lastHash: (await readLastRecord(path))!.hash });
+});
+
+test('a field longer than any command is kept in part, with its size and digest; what is kept is still redacted', () => {
+  const long = `PASSWORD=hunter2 ${'x'.repeat(200_000)}`;
+  const stored = redactText(long);
+  assert.equal(stored, `PASSWORD=[redacted] ${'x'.repeat(200_000)}`, 'redactText itself keeps the text whole');
+  const connection = String(redactFields({ event: 'tool_call', connection: long }).connection);
+  assert.ok(connection.startsWith('PASSWORD=[redacted] xxx'));
+  assert.match(connection, /… \[200017 bytes in all, sha256 [0-9a-f]{64}\]$/);
+  assert.ok(connection.length < 66_000);
 });

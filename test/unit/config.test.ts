@@ -221,3 +221,16 @@ test('a wrong passphrase is a clear config error, not a crash at connect time', 
   // The passphrase given never appears in the message.
   assert.ok(!wrong.message.includes('not-the-passphrase-42'));
 });
+
+test('a staging_dir others can write to is a config error with the chmod that fixes it', async () => {
+  const staging = path.join(dir, 'shared-staging');
+  await mkdir(staging);
+  await chmod(staging, 0o777);
+  const file = await writeJson({
+    gateway: { staging_dir: staging },
+    connections: [{ name: 'dev1', mode: 'direct', user: 'root', host: '127.0.0.1', port: 22, id_file: key.privatePath }],
+  });
+  issueAt(issuesOf(() => loadConfig(file, {})), 'gateway.staging_dir', new RegExp(`writable by group or others \\(mode 777\\).*chmod 700 ${staging}`));
+  await chmod(staging, 0o700);
+  assert.equal(loadConfig(file, {}).gateway.staging_dir, staging);
+});

@@ -26,6 +26,7 @@ import {
 import { resolveStagedPath } from '../../files/staging.js';
 import { decodeUtf8, utf8SafeEnd } from '../../ssh/output.js';
 import { GatewayError } from '../../errors.js';
+import { printable } from '../../util/text.js';
 import type { FileOp } from '../../policy/index.js';
 
 const MiB = 1024 * 1024;
@@ -74,7 +75,13 @@ export const writeFileInput = z
     path: remotePathField('File to create or replace.'),
     content: z.string().max(Math.ceil((MAX_WRITE_BYTES * 4) / 3) + 4).describe(`The new content (at most ${MAX_WRITE_BYTES} bytes once decoded).`),
     encoding: encodingField.optional().describe('How content is given: utf8 text (default) or base64 bytes.'),
-    mode: z.string().regex(/^0?[0-7]{3,4}$/, 'an octal mode such as "0644" or "0755"').optional().describe('Permissions, octal ("0644"); default: keep the existing file\'s, or 0644 for a new file.'),
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3,4}$/, 'an octal mode such as "0644" or "0755"')
+      // A setuid or setgid file runs as its owner (often root) for whoever starts it: never set through this tool.
+      .refine((mode) => (parseInt(mode, 8) & 0o6000) === 0, 'setuid and setgid bits (4000, 2000) are not allowed; use a mode such as "0755"')
+      .optional()
+      .describe('Permissions, octal ("0644"); default: keep the existing file\'s, or 0644 for a new file. No setuid/setgid.'),
     create_dirs: z.boolean().optional().describe('Create missing parent folders (0755).'),
   })
   .strict();
@@ -110,6 +117,10 @@ export const transferInput = z
     connection: connectionField,
     local_path: z.string().min(1).max(4096).describe('File in the gateway\'s staging folder (gateway.staging_dir): a name relative to it, or an absolute path inside it.'),
     remote_path: remotePathField('File on the device.'),
+    overwrite: z
+      .boolean()
+      .optional()
+      .describe('download_file: replace a file already at local_path (default false: refused). upload_file always replaces the device file atomically, as write_file does.'),
   })
   .strict();
 
@@ -137,12 +148,17 @@ function decodeContent(content: string, encoding: 'utf8' | 'base64'): Buffer {
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
-/** Runs `work` on the device's warm connection, holding one session slot; SFTP failures become clear errors. */
-export async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>): Promise<T> {
+/**
+ * Runs `work` on the device's warm connection, holding one session slot; SFTP failures become clear errors. A
+ * failure because the client cancelled (which ends the SFTP session) is the client's doing, not the device's: it
+ * must not count towards the device's circuit breaker.
+ */
+export async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const device = gateway.connection(connection);
   try {
     return await device.withSession(async (client) => work(await device.usableClient(client)));
   } catch (err) {
+    if (signal?.aborted) throw new GatewayError('bad_input', `${what} on "${connection}" was cancelled by the client before it finished.`);
     const mapped = sftpError(err, what, connection);
     if (mapped.kind === 'connection_lost' && !(err instanceof GatewayError)) device.noteFailure(err);
     throw mapped;
@@ -219,14 +235,18 @@ export function registerReadFile(server: McpServer, { gateway, audited, authoriz
     },
     audited('read_file', async (args, ctx, who) => {
       const { connection } = args;
-      const path = await authorizeFile(authorize, gateway, { connection, op: 'read', path: args.path, ctx, who });
+      const path = await authorizeFile(authorize, gateway, { connection, op: 'read', path: args.path, ctx, who, detail: 'read_file' });
       const offset = args.offset ?? 0;
       const length = args.length ?? DEFAULT_READ_BYTES;
       const encoding = args.encoding ?? 'utf8';
       let read;
       try {
-        read = await onDevice(gateway, connection, `reading ${path}`, (client) =>
-          withSftp(client, async (sftp) => readRange(sftp, await resolvedPath(gateway, sftp, { connection, op: 'read', path, who }), offset, length), ctx.mcpReq.signal),
+        read = await onDevice(
+          gateway,
+          connection,
+          `reading ${path}`,
+          (client) => withSftp(client, async (sftp) => readRange(sftp, await resolvedPath(gateway, sftp, { connection, op: 'read', path, who }), offset, length), ctx.mcpReq.signal),
+          ctx.mcpReq.signal,
         );
       } catch (err) {
         await gateway.record({ event: 'file_read', connection, path, offset, error: (err as Error).message, client: who });
@@ -270,8 +290,9 @@ export function registerWriteFile(server: McpServer, { gateway, audited, authori
         throw new GatewayError('bad_input', `content is ${data.length} bytes; write_file takes at most ${MAX_WRITE_BYTES}. Use upload_file for larger files. Nothing was written.`);
       }
       const requestedMode = args.mode !== undefined ? parseInt(args.mode, 8) : undefined;
-      const path = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.path, ctx, who });
       const digest = sha256(data);
+      const detail = `write_file: ${data.length} bytes, sha256 ${digest}, mode ${args.mode ?? 'kept (0644 if new)'}`;
+      const path = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.path, ctx, who, detail });
       const audit = { event: 'file_transfer', op: 'write', connection, path, bytes: data.length, sha256: digest, client: who };
       let written;
       try {
@@ -284,6 +305,7 @@ export function registerWriteFile(server: McpServer, { gateway, audited, authori
             },
             ctx.mcpReq.signal,
           ),
+          ctx.mcpReq.signal,
         );
       } catch (err) {
         await gateway.record({ ...audit, error: (err as Error).message });
@@ -311,11 +333,16 @@ export function registerListDirectory(server: McpServer, { gateway, audited, aut
     audited('list_directory', async (args, ctx, who) => {
       const { connection } = args;
       const path = await authorizeFile(authorize, gateway, { connection, op: 'list', path: args.path, ctx, who });
-      const listing = await onDevice(gateway, connection, `listing ${path}`, (client) =>
-        withSftp(client, async (sftp) => listDirectory(sftp, await resolvedPath(gateway, sftp, { connection, op: 'list', path, who }), MAX_LIST_ENTRIES), ctx.mcpReq.signal),
+      const listing = await onDevice(
+        gateway,
+        connection,
+        `listing ${path}`,
+        (client) => withSftp(client, async (sftp) => listDirectory(sftp, await resolvedPath(gateway, sftp, { connection, op: 'list', path, who }), MAX_LIST_ENTRIES), ctx.mcpReq.signal),
+        ctx.mcpReq.signal,
       );
       const result = { connection, path, ...listing };
-      const shown = listing.entries.slice(0, 200).map((e) => `${e.type === 'directory' ? 'd' : e.type === 'symlink' ? 'l' : e.type === 'file' ? '-' : '?'} ${e.mode} ${String(e.size).padStart(10)} ${e.mtime} ${e.name}`);
+      // Names are the device's words: a newline or an escape sequence in one must not forge lines in the summary.
+      const shown = listing.entries.slice(0, 200).map((e) => `${e.type === 'directory' ? 'd' : e.type === 'symlink' ? 'l' : e.type === 'file' ? '-' : '?'} ${e.mode} ${String(e.size).padStart(10)} ${e.mtime} ${printable(e.name, 255)}`);
       const more = listing.entries.length > shown.length ? `\n... ${listing.entries.length - shown.length} more in structuredContent` : '';
       const note = listing.truncated ? ` (truncated at ${MAX_LIST_ENTRIES})` : '';
       return toolResult(result, `${connection}:${path}: ${listing.entries.length} entries${note}\n${shown.join('\n')}${more}`);
@@ -333,7 +360,11 @@ interface TransferDirection {
   local: 'read' | 'write';
   remote: 'write' | 'read';
   verb: (remotePath: string) => string;
-  move: (client: Client, paths: { local: Awaited<ReturnType<typeof resolveStagedPath>>; remote: string }, options: { signal: AbortSignal; onProgress?: (done: number, total: number) => void; connection: string }) => Promise<TransferOutcome>;
+  move: (
+    client: Client,
+    paths: { local: Awaited<ReturnType<typeof resolveStagedPath>>; remote: string },
+    options: { signal: AbortSignal; onProgress?: (done: number, total: number) => void; connection: string; overwrite?: boolean },
+  ) => Promise<TransferOutcome>;
 }
 
 const UPLOAD: TransferDirection = {
@@ -365,6 +396,7 @@ const DOWNLOAD: TransferDirection = {
       remotePath: paths.remote,
       localPath: paths.local.path,
       createLocalDirs: paths.local.missingDirs,
+      overwrite: options.overwrite,
       verifyTimeoutMs: VERIFY_TIMEOUT_MS,
       ...options,
     }),
@@ -384,7 +416,8 @@ function registerTransfer(server: McpServer, { gateway, audited, authorize }: To
       const { connection } = args;
       gateway.connection(connection); // unknown connection: say so before judging local paths
       const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, direction.local);
-      const remotePath = await authorizeFile(authorize, gateway, { connection, op: direction.remote, path: args.remote_path, ctx, who });
+      const detail = `${direction.tool}: ${direction.op === 'upload' ? 'from' : 'to'} ${staged.path} in the staging folder`;
+      const remotePath = await authorizeFile(authorize, gateway, { connection, op: direction.remote, path: args.remote_path, ctx, who, detail });
       const audit = { event: 'file_transfer', op: direction.op, connection, local_path: staged.path, remote_path: remotePath, client: who };
       const progress = progressFor(ctx);
       let outcome: TransferOutcome & { real: string };
@@ -392,9 +425,9 @@ function registerTransfer(server: McpServer, { gateway, audited, authorize }: To
         outcome = await onDevice(gateway, connection, direction.verb(remotePath), async (client) => {
           const request = { connection, op: direction.remote, path: remotePath, who };
           const real = mustResolve(gateway, connection, direction.remote) ? await withSftp(client, (sftp) => resolvedPath(gateway, sftp, request)) : remotePath;
-          const done = await direction.move(client, { local: staged, remote: real }, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection });
+          const done = await direction.move(client, { local: staged, remote: real }, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection, overwrite: args.overwrite });
           return { ...done, real };
-        });
+        }, ctx.mcpReq.signal);
       } catch (err) {
         await gateway.record({ ...audit, error: (err as Error).message });
         throw err;

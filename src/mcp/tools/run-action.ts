@@ -33,6 +33,7 @@ async function pathEscape(gateway: Gateway, connection: string, paths: ActionPat
       },
       signal,
     ),
+    signal,
   );
 }
 
