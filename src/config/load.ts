@@ -231,7 +231,9 @@ function resolveHttpTokens(gateway: GatewayConfig, resolve: (p: string) => strin
       return;
     }
     const sha256 = t.token_sha256 !== undefined ? Buffer.from(t.token_sha256, 'hex') : raw ? createHash('sha256').update(raw).digest() : undefined;
-    if (sha256) tokens.push({ name: t.name, sha256 });
+    // The name is the principal an approval is bound to: two tokens with one name would share approvals.
+    if (tokens.some((other) => other.name === t.name)) issues.push({ path: `${at}.name`, message: `token name "${t.name}" is used twice; each token needs its own name` });
+    else if (sha256) tokens.push({ name: t.name, sha256 });
   });
   return tokens;
 }

@@ -1,5 +1,6 @@
 // The running gateway: the loaded config, one DeviceConnection per device, the tunnel server when any
 // connection uses it, and the audit sink. MCP tools call into this; nothing here knows about MCP.
+import { setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { LoadedConfig, ResolvedConnection } from '../config/load.js';
 import { DeviceConnection, type ConnectionHealth } from '../ssh/connection.js';
@@ -41,7 +42,7 @@ export interface ConnectionView extends ConnectionHealth {
 
 export class Gateway {
   readonly connections = new Map<string, DeviceConnection>();
-  private readonly shutdown = new AbortController();
+  private readonly shutdown = abortControllerForMany();
   private readonly inFlight = new Set<Promise<unknown>>();
   private tunnels?: TunnelProvider;
 
@@ -150,4 +151,11 @@ export class Gateway {
     await Promise.race([settled, new Promise((r) => setTimeout(r, 8000).unref())]);
     await Promise.all([...this.connections.values()].map((connection) => connection.close()));
   }
+}
+
+/** Every running command listens on the gateway's shutdown signal: many at once is expected, not a leak. */
+function abortControllerForMany(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

@@ -73,7 +73,8 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
     }
 
     const subject = ApprovalDesk.subjectOf(connection, detail === undefined ? command : `${command}\n${detail}`);
-    const answer = desk.answer(ctx, subject);
+    // A tool that can't ask (fan-out) doesn't take an approval given to another tool either.
+    const answer = canAsk ? desk.answer(ctx, subject) : 'none';
     if (answer === 'granted') {
       await gateway.record({ event: 'approval_granted', ...base, rule: decision.rule });
       return;

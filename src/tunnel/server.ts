@@ -21,7 +21,7 @@ import {
   type EdgeKeyring,
 } from './authorize.js';
 import { publicKeyLineOf } from './edge-setup.js';
-import { NoiseBudget, addressOf, type NoiseSummary } from './noise.js';
+import { NoiseBudget, addressOf, type NoiseSummary } from '../audit/noise.js';
 
 export interface TunnelEndpoint {
   /** The connection's name, which is also the login name the device uses. */

@@ -135,3 +135,37 @@ test('nothing but /mcp is served', async () => {
   const response = await fetch(url.replace('/mcp', '/'), { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(response.status, 404);
 });
+
+test('a listener on another loopback address serves its own Host; a flood of bad tokens is summarised in the audit', async () => {
+  const port = await freePort('127.0.0.2');
+  const { dir, configPath } = await writeConfig({
+    gateway: { http: { listen: `127.0.0.2:${port}`, tokens: [{ name: 'ci-agent', token_env: 'MCPGW_TEST_TOKEN' }] } },
+    connections: [directConnection(sshd)],
+  });
+  const second = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { env: { ...process.env, MCPGW_TEST_TOKEN: TOKEN }, stdio: ['ignore', 'ignore', 'pipe'] });
+  second.stderr?.resume();
+  const secondUrl = `http://127.0.0.2:${port}/mcp`;
+  try {
+    for (let i = 0; !(await fetch(secondUrl, { method: 'POST' }).then(() => true, () => false)); i++) {
+      if (i > 100) throw new Error('second gateway did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const client = new Client({ name: 'http-test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(secondUrl), { requestInit: { headers: { authorization: `Bearer ${TOKEN}` } } }));
+    const listed = await client.callTool({ name: 'list_connections', arguments: {} });
+    assert.equal(listed.isError, undefined, 'Host 127.0.0.2 is accepted on a 127.0.0.2 listener');
+    await client.close();
+
+    for (let i = 0; i < 60; i++) assert.equal((await fetch(secondUrl, { method: 'POST', headers: { authorization: 'Bearer wrong-token-0123456789' } })).status, 401);
+  } finally {
+    const exited = new Promise((r) => second.once('exit', r));
+    second.kill('SIGTERM');
+    await exited;
+  }
+  const records = (await readFile(`${dir}/audit.log`, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { event: string; counts?: Record<string, number> });
+  const written = records.filter((r) => r.event === 'http_auth_failed').length;
+  const held = records.filter((r) => r.event === 'http_auth_failed_suppressed').reduce((sum, r) => sum + (r.counts?.http_auth_failed ?? 0), 0);
+  assert.ok(written <= 20, `${written} failures written one by one`);
+  assert.equal(written + held, 60 + 1, 'every failure is counted (the first probe of the listener too)');
+  await rm(dir, { recursive: true, force: true });
+});

@@ -2,6 +2,7 @@
 // Every bypass attempt tries to create a marker file on the device; the promise is that none ever does.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -186,6 +187,9 @@ test('actions validate their parameters and say what is allowed', async () => {
   assert.match(escape, /file/);
   const unknown = await callError(gw, 'run_action', { connection: 'guarded', action: 'nope' });
   assert.match(unknown, /greet/);
+  for (const builtIn of ['constructor', '__proto__', 'toString']) {
+    assert.match(await callError(gw, 'run_action', { connection: 'guarded', action: builtIn }), new RegExp(`no action "${builtIn}" on "guarded". Actions there: greet`));
+  }
   const logFile = path.join(work, 'app.log');
   await import('node:fs/promises').then((fs) => fs.writeFile(logFile, 'one\ntwo\nthree\n'));
   const tail = await callOk<{ stdout: string }>(gw, 'run_action', { connection: 'guarded', action: 'show_log', params: { lines: 2, file: logFile } });
@@ -273,6 +277,34 @@ for (const era of ['legacy', 'modern'] as const) {
     }
   });
 }
+
+test('the human approving a command sees the stdin it gets: size, sha256 and its start', async () => {
+  const target = `/tmp/mcpgw-approved-${process.pid}stdin`;
+  const { gw: human, asked } = await gatewayWithHuman(() => ({ action: 'decline' }));
+  try {
+    const stdin = 'echo this-is-the-script\n';
+    await callError(human, 'run_command', { connection: 'guarded', command: `touch ${target}`, stdin });
+    assert.equal(asked.length, 1);
+    assert.ok(asked[0]!.includes(`with stdin: ${stdin.length} bytes, sha256 ${createHash('sha256').update(stdin).digest('hex')}, starting: echo this-is-the-script\\x0a`), asked[0]);
+    assert.equal(existsSync(target), false);
+  } finally {
+    await human.close();
+  }
+});
+
+test('run_on_many never asks a human and refuses a confirm command on each device', async () => {
+  const target = `/tmp/mcpgw-approved-${process.pid}many`;
+  const { gw: human, asked } = await gatewayWithHuman(() => ({ action: 'accept', content: { approve: true } }));
+  try {
+    const fanned = await callOk<{ failed: number; groups: { error?: string }[] }>(human, 'run_on_many', { connections: ['guarded'], command: `touch ${target}` });
+    assert.equal(fanned.failed, 1);
+    assert.match(fanned.groups[0]!.error ?? '', /cannot ask for approval per device/);
+    assert.equal(asked.length, 0, 'fan-out never asks');
+    assert.equal(existsSync(target), false);
+  } finally {
+    await human.close();
+  }
+});
 
 test('a declined or cancelled approval refuses the command (both protocol eras)', async () => {
   for (const [action, era] of [['decline', 'legacy'], ['cancel', 'legacy'], ['decline', 'modern'], ['cancel', 'modern']] as const) {

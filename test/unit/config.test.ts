@@ -234,3 +234,11 @@ test('a staging_dir others can write to is a config error with the chmod that fi
   await chmod(staging, 0o700);
   assert.equal(loadConfig(file, {}).gateway.staging_dir, staging);
 });
+
+test('two HTTP tokens with one name are a config error: the name is the principal approvals are bound to', async () => {
+  const file = await writeJson({
+    gateway: { http: { listen: '127.0.0.1:8080', tokens: [{ name: 'agent', token_sha256: 'a'.repeat(64) }, { name: 'agent', token_sha256: 'b'.repeat(64) }] } },
+    connections: [{ name: 'dev1', mode: 'direct', user: 'root', host: '127.0.0.1', port: 22, id_file: key.privatePath }],
+  });
+  issueAt(issuesOf(() => loadConfig(file, {})), 'gateway.http.tokens[1].name', /token name "agent" is used twice/);
+});

@@ -65,7 +65,7 @@ export function registerRunAction(server: McpServer, { gateway, audited, authori
     audited('run_action', async (args, ctx, who) => {
       const device = gateway.connection(args.connection);
       const actions = device.config.actions ?? {};
-      const action = actions[args.action];
+      const action = Object.hasOwn(actions, args.action) ? actions[args.action] : undefined; // not `constructor` & co.
       if (!action) {
         const known = Object.keys(actions);
         throw new GatewayError('bad_input', `no action "${args.action}" on "${args.connection}". Actions there: ${known.length > 0 ? known.join(', ') : '(none)'}.`);

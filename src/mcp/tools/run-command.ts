@@ -1,4 +1,5 @@
 // run_command: one command on one device, no pty, with a result the agent can rely on.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { McpServer } from '@modelcontextprotocol/server';
 import type { ToolContext } from '../context.js';
@@ -6,6 +7,7 @@ import { toolResult } from '../result.js';
 import { OutputStreamer } from '../progress.js';
 import { runCommandOnDevice, type CommandOutcome } from '../../gateway/commands.js';
 import { ENV_NAME } from '../../util/shell.js';
+import { printable } from '../../util/text.js';
 
 export const commandResultSchema = z.object({
   connection: z.string(),
@@ -79,6 +81,16 @@ export function summarize(r: CommandResult): string {
   return parts.join('\n');
 }
 
+/**
+ * What a human approving a command must also see, and what the approval is bound to: the stdin it gets (a `sh` fed
+ * a script is the script). Its size, digest and start.
+ */
+function stdinDetail(stdin: string | undefined): string | undefined {
+  if (stdin === undefined) return undefined;
+  const preview = printable(stdin, 400);
+  return `with stdin: ${Buffer.byteLength(stdin)} bytes, sha256 ${createHash('sha256').update(stdin).digest('hex')}, starting: ${preview}`;
+}
+
 export function registerRunCommand(server: McpServer, { gateway, audited, authorize }: ToolContext): void {
   server.registerTool(
     'run_command',
@@ -91,7 +103,7 @@ export function registerRunCommand(server: McpServer, { gateway, audited, author
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
     },
     audited('run_command', async (args, ctx, who) => {
-      await authorize({ connection: args.connection, command: args.command, env: args.env, cwd: args.cwd, ctx, who });
+      await authorize({ connection: args.connection, command: args.command, env: args.env, cwd: args.cwd, ctx, who, detail: stdinDetail(args.stdin) });
       const streamer = OutputStreamer.forRequest(ctx);
       const outcome = await runCommandOnDevice(gateway, {
         connection: args.connection,

@@ -1,4 +1,4 @@
-// Refusals come from whoever can reach the tunnel port, before and after login, as fast as they can send them.
+// Refusals come from whoever can reach a listener (the tunnel port, the HTTP endpoint), as fast as they can send them.
 // Each is worth an audit record, but not without limit: an attacker must not be able to flood the log until
 // rotation drops the records that matter (the agent's commands, the approvals). Beyond a small budget per window,
 // refusals are counted and summarised once per window instead.
