@@ -124,6 +124,10 @@ export async function authorizeFile(authorize: Authorizer, gateway: Gateway, req
   const device = gateway.connection(request.connection);
   const normalized = normalizeRemotePath(request.path);
   if (!normalized.ok) throw new GatewayError('bad_input', `${normalized.reason} Nothing was touched on "${request.connection}".`);
+  if (request.op === 'write' && /\/\.?$/.test(request.path)) {
+    // Normalizing would drop it, and write a file where a folder was meant.
+    throw new GatewayError('bad_input', `${request.path} ends with "/", so it names a folder; give the path of the file to write. Nothing was touched on "${request.connection}".`);
+  }
   const decided = evaluateFileAccess(request.op, normalized.path, device.config.effectivePolicy);
   const command = fileAccessSubject(request.op, normalized.path);
   await authorize({ connection: request.connection, command, ctx: request.ctx, who: request.who, decided, detail: request.detail });

@@ -419,6 +419,9 @@ test('hostile names, modes and overwrites: names are escaped in the summary, set
   const names = (listed.structuredContent as ListResult).entries.map((e) => e.name);
   assert.deepEqual(names, ['a\n- 0644 0 2026 INJECTED-LINE', 'b\x1b[31mRED\x07'], 'structuredContent keeps the exact names');
 
+  assert.match(await callError(gw, 'write_file', { connection: 'dev1', path: `${path.join(work, 'trail.txt')}/`, content: 'x' }), /ends with "\/", so it names a folder/);
+  assert.equal(existsSync(path.join(work, 'trail.txt')), false);
+
   const suid = path.join(work, 'suid.sh');
   assert.match(await callError(gw, 'write_file', { connection: 'dev1', path: suid, content: '#!/bin/sh\n', mode: '4755' }), /setuid and setgid bits/);
   assert.equal(existsSync(suid), false);
