@@ -2,7 +2,9 @@
 // last record and fork it, so a second gateway (a second MCP client started with the same config, say) is refused
 // with the reason instead. The lock is a file beside the log naming the writer's PID and that process's start
 // time, so a lock left by a killed gateway is recognised as stale even after its PID has been reused.
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+
+const FRESH_LOCK_MS = 2000;
 
 export interface LockOwner {
   pid: number;
@@ -32,9 +34,8 @@ function processStartTime(pid: number): string | undefined {
 }
 
 function isRunning(owner: LockOwner): boolean {
-  if (owner.started !== undefined && processStartTime(owner.pid) !== undefined) {
-    return processStartTime(owner.pid) === owner.started;
-  }
+  const started = owner.started === undefined ? undefined : processStartTime(owner.pid);
+  if (started !== undefined) return started === owner.started;
   try {
     process.kill(owner.pid, 0);
     return true;
@@ -76,10 +77,16 @@ export class WriterLock {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       let owner: LockOwner | undefined;
+      let age: number;
       try {
         owner = parseOwner(readFileSync(lockPath, 'utf8'));
+        age = Date.now() - statSync(lockPath).mtimeMs;
       } catch {
         continue; // removed meanwhile: try again
+      }
+      // A lock this young without an owner in it is one another gateway has just created and not yet written.
+      if (!owner && age < FRESH_LOCK_MS) {
+        throw new WriterLockError(`audit log ${file} is being locked by another gateway that is starting right now; if none is, delete ${lockPath}.`, lockPath);
       }
       if (owner && isRunning(owner)) {
         const who = owner.pid === process.pid ? 'this gateway' : `another gateway (pid ${owner.pid})`;

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile, access } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, access, utimes } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -69,13 +69,26 @@ test('a stale lock is taken over: PID reused by another process, or contents tha
   const { dir, file, lock } = await tempLog();
   try {
     // This process's PID with another start time: the gateway that wrote it is gone and the PID was reused.
+    const old = new Date(Date.now() - 60_000);
     for (const stale of [`${process.pid} 1\n`, 'garbage\n', '']) {
       await writeFile(lock, stale);
+      await utimes(lock, old, old); // an empty lock is only stale once it is not brand new
       const log = await AuditLog.open(file, { fsync: 'never' });
       await log.append({ event: 'after stale lock' });
       await log.close();
       assert.equal(await exists(lock), false);
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an empty lock that was just created belongs to a gateway that is starting: it is not taken over', async () => {
+  const { dir, file, lock } = await tempLog();
+  try {
+    await writeFile(lock, '');
+    await assert.rejects(AuditLog.open(file, { fsync: 'never' }), /being locked by another gateway that is starting right now/);
+    assert.equal(await exists(lock), true);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
