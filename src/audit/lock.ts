@@ -6,7 +6,7 @@ import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } fr
 
 const FRESH_LOCK_MS = 2000;
 
-export interface LockOwner {
+interface LockOwner {
   pid: number;
   /** Process start time in clock ticks since boot (/proc/PID/stat field 22); absent where /proc is not. */
   started?: string;

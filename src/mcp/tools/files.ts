@@ -15,7 +15,6 @@ import {
   listDirectory,
   readRange,
   resolveRealPath,
-  sftpError,
   uploadVerified,
   withSftp,
   writeFileAtomic,
@@ -26,6 +25,7 @@ import {
 import { resolveStagedPath } from '../../files/staging.js';
 import { decodeUtf8, utf8SafeEnd } from '../../ssh/output.js';
 import { GatewayError } from '../../errors.js';
+import { onDevice } from '../../gateway/device-sftp.js';
 import { printable } from '../../util/text.js';
 import type { FileOp } from '../../policy/index.js';
 
@@ -147,23 +147,6 @@ function decodeContent(content: string, encoding: 'utf8' | 'base64'): Buffer {
 }
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
-
-/**
- * Runs `work` on the device's warm connection, holding one session slot; SFTP failures become clear errors. A
- * failure because the client cancelled (which ends the SFTP session) is the client's doing, not the device's: it
- * must not count towards the device's circuit breaker.
- */
-export async function onDevice<T>(gateway: Gateway, connection: string, what: string, work: (client: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const device = gateway.connection(connection);
-  try {
-    return await device.withSession(async (client) => work(await device.usableClient(client)));
-  } catch (err) {
-    if (signal?.aborted) throw new GatewayError('bad_input', `${what} on "${connection}" was cancelled by the client before it finished.`);
-    const mapped = sftpError(err, what, connection);
-    if (mapped.kind === 'connection_lost' && !(err instanceof GatewayError)) device.noteFailure(err);
-    throw mapped;
-  }
-}
 
 /**
  * The path the device will really touch: symlinks resolved by the device and judged again under a policy.
@@ -377,8 +360,8 @@ const UPLOAD: TransferDirection = {
   local: 'read',
   remote: 'write',
   verb: (remotePath) => `uploading to ${remotePath}`,
-  move: (client, paths, options) =>
-    uploadVerified(client, { localPath: paths.local.path, remotePath: paths.remote, verifyTimeoutMs: VERIFY_TIMEOUT_MS, ...options }),
+  move: (client, paths, { signal, onProgress, connection }) =>
+    uploadVerified(client, { localPath: paths.local.path, remotePath: paths.remote, verifyTimeoutMs: VERIFY_TIMEOUT_MS, signal, onProgress, connection }),
 };
 
 const DOWNLOAD: TransferDirection = {

@@ -11,7 +11,7 @@ import { GatewayError } from '../../errors.js';
 import { renderAction, describeActions, resolvedPathProblem, type ActionPath } from '../../policy/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { resolveRealPath, withSftp } from '../../ssh/sftp.js';
-import { onDevice } from './files.js';
+import { onDevice } from '../../gateway/device-sftp.js';
 
 /**
  * The first path parameter that leaves its roots once the device follows symlinks, or undefined. Asked of the
