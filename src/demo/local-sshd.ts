@@ -111,7 +111,23 @@ export interface SshdOptions {
   dir?: string;
   /** Start sshd in its own process group, so a terminal's Ctrl-C reaches only its owner, which then stops it. */
   ownProcessGroup?: boolean;
+  /**
+   * The shell that runs every command on this "device": `bash` (the login shell here, the default), `dash` or
+   * `busybox` (ash). The other two run through a ForceCommand script, which also keeps SFTP working.
+   */
+  shell?: DeviceShell;
 }
+
+export type DeviceShell = 'bash' | 'dash' | 'busybox';
+
+/** Where each device shell lives; a test for a shell that is missing should say which package to install. */
+export const DEVICE_SHELLS: Readonly<Record<DeviceShell, { command: string; package: string }>> = {
+  bash: { command: '/bin/bash -c', package: 'bash' },
+  dash: { command: '/bin/dash -c', package: 'dash' },
+  busybox: { command: '/bin/busybox sh -c', package: 'busybox' },
+};
+
+const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 
 export class Sshd {
   process?: ChildProcess;
@@ -175,7 +191,7 @@ export class Sshd {
       'MaxStartups 100:30:200',
       'MaxSessions 10',
       'AllowTcpForwarding yes',
-      'Subsystem sftp internal-sftp',
+      ...(await shellLines(dir, options.shell ?? 'bash')),
       // A clean HOME so the login shell's rc files don't dominate every command.
       `SetEnv HOME=${home}`,
       'LogLevel VERBOSE',
@@ -229,6 +245,30 @@ export class Sshd {
     await this.kill('SIGTERM');
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * sshd_config lines that make `shell` run every command. For bash nothing changes (the login shell is bash). For the
+ * others a ForceCommand script hands SSH_ORIGINAL_COMMAND to that shell; ForceCommand applies to subsystems too, so
+ * the script starts the sftp-server binary itself when that is what was asked for (internal-sftp can't be exec'd).
+ */
+async function shellLines(dir: string, shell: DeviceShell): Promise<string[]> {
+  if (shell === 'bash') return ['Subsystem sftp internal-sftp'];
+  const binary = DEVICE_SHELLS[shell].command.split(' ')[0]!;
+  if (!isExecutable(binary)) throw new Error(`${binary} not found: install the ${DEVICE_SHELLS[shell].package} package to run a ${shell} device`);
+  if (!isExecutable(SFTP_SERVER)) throw new Error(`${SFTP_SERVER} not found: install the openssh-sftp-server package`);
+  const script = path.join(dir, `force-${shell}.sh`);
+  await writeFile(
+    script,
+    [
+      '#!/bin/sh',
+      `if [ "$SSH_ORIGINAL_COMMAND" = ${SFTP_SERVER} ]; then exec ${SFTP_SERVER}; fi`,
+      `exec ${DEVICE_SHELLS[shell].command} "$SSH_ORIGINAL_COMMAND"`,
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  return [`Subsystem sftp ${SFTP_SERVER}`, `ForceCommand ${script}`];
 }
 
 /** Every process below `pid`, found by walking `ps`'s parent links. */
