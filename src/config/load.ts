@@ -383,6 +383,7 @@ function readEdgePublicKey(value: string, resolve: (p: string) => string, at: st
 function checkPolicyPatterns(policy: PolicyConfig, at: string, issues: ConfigIssue[]): void {
   for (const list of ['allow', 'deny', 'confirm'] as const) {
     (policy[list] ?? []).forEach((pattern, i) => {
+      if (typeof pattern !== 'string') return; // a structured rule: its schema checked it
       try {
         new RegExp(pattern);
       } catch (err) {

@@ -1,6 +1,7 @@
 // The one source of truth for connections.json: validation, types and the published JSON Schema all come from here.
 import { z } from 'zod';
 import { actionSchema } from '../policy/actions.js';
+import { ruleSchema } from '../policy/rules.js';
 
 const fingerprint = z
   .string()
@@ -12,9 +13,9 @@ const hostPort = z
 
 export const policySchema = z
   .object({
-    allow: z.array(z.string()).optional().describe('Regexes; with an allow list, every simple command must match one of them.'),
-    deny: z.array(z.string()).optional().describe('Regexes; a simple command matching any of them is refused (deny wins).'),
-    confirm: z.array(z.string()).optional().describe('Regexes; a simple command matching any of them needs a human to approve it.'),
+    allow: z.array(ruleSchema).optional().describe('Rules (structured {"argv": [...]} or regexes); with an allow list, every simple command must match one of them.'),
+    deny: z.array(ruleSchema).optional().describe('Rules (structured {"argv": [...]} or regexes); a simple command matching any of them is refused (deny wins).'),
+    confirm: z.array(ruleSchema).optional().describe('Rules (structured {"argv": [...]} or regexes); a simple command matching any of them needs a human to approve it.'),
     read_only: z.boolean().optional().describe('Refuse write_file, upload_file and redirections that write.'),
   })
   .strict();

@@ -5,6 +5,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import { GatewayError } from '../errors.js';
 import { evaluateCommand, evaluateFileAccess, fileAccessSubject, normalizeRemotePath, type FileOp, type PolicyDecision } from '../policy/index.js';
 import { ApprovalDesk, NeedsApproval, clientCanElicit } from './approval.js';
+import { pathEscape } from '../gateway/device-paths.js';
 import type { CallerIdentity } from './context.js';
 
 export interface AuthorizeRequest {
@@ -66,6 +67,14 @@ export function makeAuthorizer(gateway: Gateway, server: McpServer, desk: Approv
           : { decision: 'allow' });
     const base = { connection, command, action: action?.name, client: who };
 
+    if (decision.decision !== 'deny' && decision.paths !== undefined) {
+      // A structured rule admitted these paths by their text; the device must agree once it follows symlinks.
+      const escape = await pathEscape(gateway, connection, decision.paths, ctx.mcpReq.signal);
+      if (escape) {
+        await gateway.record({ event: 'policy_denial', ...base, rule: 'path', reason: escape });
+        throw new GatewayError('policy_denied', `refused by the policy of "${connection}": ${escape}. Nothing was run; name a path whose real location is under the allowed roots.`);
+      }
+    }
     if (decision.decision === 'allow') return;
     if (decision.decision === 'deny') {
       await gateway.record({ event: 'policy_denial', ...base, rule: decision.rule, reason: decision.reason });

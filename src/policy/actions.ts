@@ -142,7 +142,7 @@ export function describeActions(actions: Record<string, ActionConfig>): string {
 // Parameters
 
 type Resolved = { values: Record<string, string> } | { errors: string[] };
-type Checked = { value: string } | { error: string };
+export type Checked = { value: string } | { error: string };
 
 function resolveParams(action: ActionConfig, params: unknown): Resolved {
   const specs = action.params ?? {};
@@ -167,7 +167,11 @@ function resolveParams(action: ActionConfig, params: unknown): Resolved {
   return errors.length > 0 ? { errors } : { values };
 }
 
-function checkParamValue(param: string, spec: ParamSpec, raw: unknown): Checked {
+/**
+ * The typed matcher shared by action parameters and structured policy rules (rules.ts): the value `raw` as the
+ * spec admits it, or why not. `param` names the value in the error.
+ */
+export function checkParamValue(param: string, spec: ParamSpec, raw: unknown): Checked {
   switch (spec.type) {
     case 'string':
       return checkString(param, spec, raw);
@@ -298,7 +302,7 @@ function describeParam(param: string, spec: ParamSpec): string {
   return `${param} (${required}): ${describeSpec(spec)}${note}`;
 }
 
-function describeSpec(spec: ParamSpec): string {
+export function describeSpec(spec: ParamSpec): string {
   switch (spec.type) {
     case 'string': {
       const shape = spec.pattern !== undefined ? `matching ${spec.pattern}` : 'not starting with "-"';

@@ -17,8 +17,11 @@ export {
   type PolicyDecision,
   type FileOp,
   type NormalizedPath,
+  type PolicyRule,
 } from './policy.js';
-export { parseCommandLine, shellQuote, type ShellParse, type SimpleCommand, type Redirection } from './shell.js';
+export { ruleSchema, structuredRuleSchema, matchStructuredRule, describeStructuredRule, type StructuredRule, type ArgvSlot } from './rules.js';
+export { nestedScriptsOf } from './nested.js';
+export { parseCommandLine, shellQuote, type ShellParse, type SimpleCommand, type Redirection, type CommandWord } from './shell.js';
 export {
   actionSchema,
   paramSpecSchema,

@@ -9,14 +9,19 @@
 // refused anyway (`systemctl restart x; reboot` is refused, not sent for approval).
 import { posix } from 'node:path';
 import { parseCommandLine, type Redirection, type SimpleCommand } from './shell.js';
+import type { ActionPath } from './actions.js';
+import { describeStructuredRule, matchStructuredRule, structuredRuleWarnings, type RuleSubject, type StructuredRule } from './rules.js';
+
+/** A regex source (matched against the canonical text), or a structured rule (argv with typed slots, rules.ts). */
+export type PolicyRule = string | StructuredRule;
 
 export interface Policy {
-  /** JS regex sources; with an allow list every simple command must match one (or a confirm pattern). */
-  allow?: string[];
+  /** With an allow list every simple command must match one of these (or a confirm rule). */
+  allow?: PolicyRule[];
   /** A simple command (or redirection) matching any of these is refused. */
-  deny?: string[];
+  deny?: PolicyRule[];
   /** A simple command matching any of these needs a human's approval. */
-  confirm?: string[];
+  confirm?: PolicyRule[];
   /** Refuse redirections that write files (write_file/upload_file are refused by their tools). */
   read_only?: boolean;
 }
@@ -24,10 +29,17 @@ export interface Policy {
 export interface CompiledRule {
   readonly list: 'allow' | 'deny' | 'confirm';
   readonly index: number;
+  /** The regex source, or how a structured rule reads (`tail -n <integer from 1 to 500> <absolute path under /var/log>`). */
   readonly source: string;
-  readonly regex: RegExp;
+  readonly regex?: RegExp;
+  readonly structured?: StructuredRule;
   /** How decisions and audit records name the rule: `deny[0]: \brm\b`. */
   readonly label: string;
+}
+
+/** What a rule is matched against: the canonical text (regexes) and the words (structured rules). */
+export interface PolicySubject extends RuleSubject {
+  readonly text: string;
 }
 
 export interface CompiledPolicy {
@@ -39,9 +51,13 @@ export interface CompiledPolicy {
   readonly readOnly: boolean;
 }
 
+/**
+ * `paths`, when present: path slots of the structured rules that admitted the line. The caller must have the device
+ * resolve each (symlinks followed) and refuse the line if one leaves its roots, before asking anyone or running it.
+ */
 export type PolicyDecision =
-  | { decision: 'allow' }
-  | { decision: 'confirm'; rule: string; reason: string }
+  | { decision: 'allow'; paths?: ActionPath[] }
+  | { decision: 'confirm'; rule: string; reason: string; paths?: ActionPath[] }
   | { decision: 'deny'; rule: string; reason: string };
 
 /** Longest command line (UTF-8 bytes) a policy will consider. */
@@ -105,9 +121,13 @@ export function checkCommandInput(line: string): string | null {
 export function policyWarnings(policy: Policy): string[] {
   const warnings: string[] = [];
   for (const list of ['allow', 'confirm'] as const) {
-    (policy[list] ?? []).forEach((source, index) => {
-      const problem = anchoringProblem(source);
-      if (problem) warnings.push(`${list}[${index}] ${JSON.stringify(source)} ${problem}`);
+    (policy[list] ?? []).forEach((rule, index) => {
+      if (typeof rule !== 'string') {
+        for (const problem of structuredRuleWarnings(rule)) warnings.push(`${list}[${index}] ${describeStructuredRule(rule)}: ${problem}`);
+        return;
+      }
+      const problem = anchoringProblem(rule);
+      if (problem) warnings.push(`${list}[${index}] ${JSON.stringify(rule)} ${problem}`);
     });
   }
   if (policy.allow && policy.allow.length === 0) {
@@ -174,20 +194,26 @@ export function evaluateFileAccess(op: FileOp, path: string, policy: Policy | Co
   if (!policy) return { decision: 'allow' };
   const compiled = compiledFrom(policy);
   if (compiled instanceof Error) return deny('policy', `the connection's policy is broken: ${compiled.message}.`);
-  const subject = fileAccessSubject(op, normalized.path);
+  const text = fileAccessSubject(op, normalized.path);
+  const subject: PolicySubject = { text, words: [plainWord(FILE_OP_SUBJECT[op]), plainWord(normalized.path)], assignments: [] };
   if (op === 'write' && compiled.readOnly) {
-    return deny('read_only', `\`${shown(subject)}\` writes a file and this connection is read_only, so every write_file and upload_file is refused.`);
+    return deny('read_only', `\`${shown(text)}\` writes a file and this connection is read_only, so every write_file and upload_file is refused.`);
   }
   const denied = firstMatch(compiled.deny, subject);
   if (denied) {
-    return deny(denied.label, `\`${shown(subject)}\` matches the deny rule ${denied.label}, so it is refused.${fileRulesHint(compiled, op)}`);
+    return deny(denied.rule.label, `\`${shown(text)}\` matches the deny rule ${denied.rule.label}, so it is refused.${fileRulesHint(compiled, op)}`);
   }
-  if (compiled.allow && !isAllowed(compiled, subject)) {
-    return deny('allow (no match)', `\`${shown(subject)}\` matches no allow rule.${fileRulesHint(compiled, op)}`);
+  if (compiled.allow && !allowedBy(compiled, subject)) {
+    return deny('allow (no match)', `\`${shown(text)}\` matches no allow rule.${fileRulesHint(compiled, op)}`);
   }
+  // Path slots need no device check here: the file tools judge the resolved path again (authorizeResolvedFile).
   const confirm = firstMatch(compiled.confirm, subject);
-  if (confirm) return { decision: 'confirm', rule: confirm.label, reason: `\`${shown(subject)}\` matches a confirm rule` };
+  if (confirm) return { decision: 'confirm', rule: confirm.rule.label, reason: `\`${shown(text)}\` matches a confirm rule` };
   return { decision: 'allow' };
+}
+
+function plainWord(value: string): PolicySubject['words'][number] {
+  return { value, glob: false };
 }
 
 /** The rules that speak about this file tool, so a refusal says where the agent may go instead. */
@@ -224,8 +250,12 @@ function compiledFrom(policy: Policy | CompiledPolicy): CompiledPolicy | Error {
   return compiled;
 }
 
-function compileList(list: CompiledRule['list'], sources: readonly string[]): CompiledRule[] {
-  return sources.map((source, index) => {
+function compileList(list: CompiledRule['list'], rules: readonly PolicyRule[]): CompiledRule[] {
+  return rules.map((source, index) => {
+    if (typeof source !== 'string') {
+      const described = describeStructuredRule(source);
+      return { list, index, source: described, structured: source, label: `${list}[${index}]: ${described}` };
+    }
     let regex: RegExp;
     try {
       // No flags: the same syntax config validation accepts with `new RegExp(pattern)`.
@@ -242,24 +272,46 @@ function deny(rule: string, reason: string): PolicyDecision {
   return { decision: 'deny', rule, reason };
 }
 
-function firstMatch(rules: readonly CompiledRule[], text: string): CompiledRule | undefined {
-  return rules.find((rule) => rule.regex.test(text));
+interface RuleMatch {
+  rule: CompiledRule;
+  /** Path slots the device must confirm (structured rules only). */
+  paths: ActionPath[];
 }
 
-/** Deny patterns see every command and every redirection (`>/etc/passwd`), even on uncertain lines. */
+function matchRule(rule: CompiledRule, subject: PolicySubject): RuleMatch | undefined {
+  if (rule.structured) {
+    const match = matchStructuredRule(rule.structured, subject);
+    return match.matched ? { rule, paths: match.paths } : undefined;
+  }
+  return rule.regex!.test(subject.text) ? { rule, paths: [] } : undefined;
+}
+
+function firstMatch(rules: readonly CompiledRule[], subject: PolicySubject): RuleMatch | undefined {
+  for (const rule of rules) {
+    const match = matchRule(rule, subject);
+    if (match) return match;
+  }
+  return undefined;
+}
+
+/** Deny rules see every command and every redirection (`>/etc/passwd`), even on uncertain lines. */
 function findDenied(
   policy: CompiledPolicy,
   commands: readonly SimpleCommand[],
   redirections: readonly Redirection[],
 ): PolicyDecision | undefined {
-  const subjects = [...commands.map((c) => c.text), ...redirections.map(redirectionText)];
-  for (const subject of subjects) {
-    const rule = firstMatch(policy.deny, subject);
-    if (rule) {
-      return deny(rule.label, `\`${shown(subject)}\` matches the deny rule ${rule.label}, so the line is refused.${allowedHint(policy)}`);
+  for (const subject of [...commands, ...redirections.map(redirectionSubject)]) {
+    const match = firstMatch(policy.deny, subject);
+    if (match) {
+      const label = match.rule.label;
+      return deny(label, `\`${shown(subject.text)}\` matches the deny rule ${label}, so the line is refused.${allowedHint(policy)}`);
     }
   }
   return undefined;
+}
+
+function redirectionSubject(redirection: Redirection): PolicySubject {
+  return { text: redirection.text, words: redirection.words, assignments: [] };
 }
 
 function decideParts(
@@ -272,50 +324,67 @@ function decideParts(
   if (write) {
     return deny(
       'read_only',
-      `\`${redirectionText(write)}\` writes to a file and this connection is read-only. ` +
+      `\`${write.text}\` writes to a file and this connection is read-only. ` +
         'Drop the redirection (the output comes back to you anyway), or redirect to /dev/null.',
     );
   }
-  const traversal = policy.allow ? commands.flatMap((c) => c.argv).find(hasParentSegment) : undefined;
+  if (!policy.allow) return askIfConfirm(policy, commands, []) ?? { decision: 'allow' };
+
+  const traversal = findTraversal(commands, redirections);
   if (traversal !== undefined) {
     return deny(
       'allow (no match)',
-      `\`${shown(traversal)}\` climbs out of a folder with "..", which an allow pattern for that folder would still match. Write the path without "..".` +
+      `\`${shown(traversal)}\` climbs out of a folder with "..", which a rule for that folder would still match. Write the path without "..".` +
         allowedHint(policy),
     );
   }
-  const notAllowed = policy.allow ? commands.find((c) => !isAllowed(policy, c.text)) : undefined;
-  if (notAllowed) return refuseNotAllowed(policy, notAllowed, commands.length);
-  // A file read into stdin gets past a pattern that limits which paths a command may name (`head < /etc/shadow`).
-  const unallowedRead = policy.allow ? redirections.find((r) => r.reads && !r.writes && !isAllowed(policy, redirectionText(r))) : undefined;
-  if (unallowedRead) {
-    return deny(
-      'allow (no match)',
-      `\`${redirectionText(unallowedRead)}\` reads a file, and no allow rule matches that read. ` +
-        'Name the file as an argument the allow rules permit, or ask the operator to allow reading it.' +
-        allowedHint(policy),
-    );
+  const paths: ActionPath[] = [];
+  for (const command of commands) {
+    const match = allowedBy(policy, command);
+    if (!match) return refuseNotAllowed(policy, command, commands.length);
+    paths.push(...match.paths);
   }
-  // Under an allow list a file write is a part of the line like any command: it must be allowed as `>target`.
-  const unallowedWrite = policy.allow ? redirections.find((r) => r.writes && !isAllowed(policy, redirectionText(r))) : undefined;
-  if (unallowedWrite) {
-    return deny(
-      'allow (no match)',
-      `\`${redirectionText(unallowedWrite)}\` writes to a file, and no allow rule matches that write. ` +
-        'Drop the redirection (the output comes back to you anyway), or ask the operator to allow writing there.' +
-        allowedHint(policy),
-    );
+  for (const redirection of redirections.filter((r) => r.reads || r.writes)) {
+    const match = allowedBy(policy, redirectionSubject(redirection));
+    if (!match) return refuseRedirection(policy, redirection);
+    paths.push(...match.paths);
   }
-  return askIfConfirm(policy, commands) ?? { decision: 'allow' };
+  return askIfConfirm(policy, commands, paths) ?? (paths.length > 0 ? { decision: 'allow', paths } : { decision: 'allow' });
 }
 
-/** A `..` path segment: `..`, `../x`, `x/..`, `x/../y`. */
+/**
+ * Under an allow list every file a redirection opens is a part of the line like any command: a file read into stdin
+ * gets past a rule that limits which paths a command may name (`head < /etc/shadow`), and a write must be allowed as
+ * `>target`.
+ */
+function refuseRedirection(policy: CompiledPolicy, redirection: Redirection): PolicyDecision {
+  const what = redirection.writes
+    ? `writes to a file, and no allow rule matches that write. Drop the redirection (the output comes back to you anyway), or ask the operator to allow writing there.`
+    : `reads a file, and no allow rule matches that read. Name the file as an argument the allow rules permit, or ask the operator to allow reading it.`;
+  return deny('allow (no match)', `\`${shown(redirection.text)}\` ${what}${allowedHint(policy)}`);
+}
+
+const HERE_DOCUMENT_OPS = new Set(['<<', '<<-', '<<<']);
+
+/**
+ * The first word that climbs with `..`, wherever a path can stand: an argument, an assignment's value, a
+ * redirection's target (`cat </var/log/../../etc/shadow` would pass a rule for `</var/log/`).
+ */
+function findTraversal(commands: readonly SimpleCommand[], redirections: readonly Redirection[]): string | undefined {
+  for (const command of commands) {
+    const found = command.argv.find(hasParentSegment) ?? command.assignments.find((a) => hasParentSegment(a.slice(a.indexOf('=') + 1)));
+    if (found !== undefined) return found;
+  }
+  return redirections.find((r) => !HERE_DOCUMENT_OPS.has(r.op) && hasParentSegment(r.target))?.text;
+}
+
+/** A `..` path segment: `..`, `../x`, `x/..`, `x/../y`, also after `=` or `:` (`if=../x`, `a:..`), or `../` anywhere (`-f../x`). */
 function hasParentSegment(word: string): boolean {
-  return word.split('/').includes('..');
+  return word.includes('../') || /(?:^|[/=:])\.\.(?:$|[/:])/.test(word);
 }
 
-function isAllowed(policy: CompiledPolicy, text: string): boolean {
-  return firstMatch(policy.allow ?? [], text) !== undefined || firstMatch(policy.confirm, text) !== undefined;
+function allowedBy(policy: CompiledPolicy, subject: PolicySubject): RuleMatch | undefined {
+  return firstMatch(policy.allow ?? [], subject) ?? firstMatch(policy.confirm, subject);
 }
 
 function refuseNotAllowed(policy: CompiledPolicy, command: SimpleCommand, partCount: number): PolicyDecision {
@@ -324,15 +393,22 @@ function refuseNotAllowed(policy: CompiledPolicy, command: SimpleCommand, partCo
   return deny('allow (no match)', `${what} matches no allow rule.${partNote}${allowedHint(policy)}`);
 }
 
-function askIfConfirm(policy: CompiledPolicy, commands: readonly SimpleCommand[]): PolicyDecision | undefined {
+function askIfConfirm(policy: CompiledPolicy, commands: readonly SimpleCommand[], paths: ActionPath[]): PolicyDecision | undefined {
   const hits = commands
-    .map((command) => ({ command, rule: firstMatch(policy.confirm, command.text) }))
-    .filter((hit): hit is { command: SimpleCommand; rule: CompiledRule } => hit.rule !== undefined);
+    .map((command) => ({ command, match: firstMatch(policy.confirm, command) }))
+    .filter((hit): hit is { command: SimpleCommand; match: RuleMatch } => hit.match !== undefined);
   const first = hits[0];
   if (!first) return undefined;
   const listed = hits.map((hit) => `\`${shown(hit.command.text)}\``).join(', ');
   const verb = hits.length > 1 ? 'match confirm rules' : 'matches a confirm rule';
-  return { decision: 'confirm', rule: first.rule.label, reason: `${listed} ${verb}` };
+  const decision = { decision: 'confirm' as const, rule: first.match.rule.label, reason: `${listed} ${verb}` };
+  const allPaths = uniquePaths([...paths, ...hits.flatMap((hit) => hit.match.paths)]);
+  return allPaths.length > 0 ? { ...decision, paths: allPaths } : decision;
+}
+
+function uniquePaths(paths: ActionPath[]): ActionPath[] {
+  const seen = new Map(paths.map((p) => [JSON.stringify([p.value, p.roots]), p]));
+  return [...seen.values()];
 }
 
 const MAX_LISTED_RULES = 12;
@@ -344,10 +420,6 @@ function allowedHint(policy: CompiledPolicy): string {
   const listed = rules.slice(0, MAX_LISTED_RULES).map((r) => (r.list === 'confirm' ? `${r.source} (with approval)` : r.source));
   const more = rules.length > MAX_LISTED_RULES ? ` and ${rules.length - MAX_LISTED_RULES} more` : '';
   return ` Allowed commands match: ${listed.join('  |  ')}${more}.`;
-}
-
-function redirectionText(redirection: Redirection): string {
-  return `${redirection.fd ?? ''}${redirection.op}${redirection.target}`;
 }
 
 function shown(text: string): string {

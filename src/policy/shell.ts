@@ -9,21 +9,33 @@
 //     know (expansions, globs in a command name, brace expansion, ~), makes the line `uncertain`.
 // A line is `ok` only when both parsers agree and nothing in it is uncertain.
 import { shellQuote } from '../util/shell.js';
+import { nestedScriptsOf } from './nested.js';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { getProcessor, LangVariant, type File as ShFile, type Redirect as ShRedirect, type ShOptions } from 'sh-syntax';
 
 export interface SimpleCommand {
   /**
-   * Canonical form matched by policy patterns: assignments then argv, joined by single spaces. A word
-   * that is empty or contains whitespace is single-quoted, so word boundaries stay visible (`ls\ /`, one
-   * word, reads `'ls /'`, not `ls /`).
+   * Canonical form matched by policy patterns: assignments then argv, joined by single spaces, each word
+   * encoded by `encodeWord` (see there): a word made only of safe characters stands as it is, any other is
+   * single-quoted, and an unquoted glob character stays outside the quotes. The encoding is injective: two
+   * commands with different words never read the same, so a pattern sees word boundaries and quotes as they are.
    */
   readonly text: string;
   /** The words the program receives, quoting resolved (`r''m` → `rm`). */
   readonly argv: readonly string[];
+  /** Each argv word with whether the device's shell will glob-expand it (an unquoted `*`, `?` or `[`). */
+  readonly words: readonly CommandWord[];
   /** `NAME=value` prefixes (`LANG=C ls`), quoting resolved; part of `text`. */
   readonly assignments: readonly string[];
+}
+
+export interface CommandWord {
+  readonly value: string;
+  /** An unquoted glob character: the device decides which words this becomes. */
+  readonly glob: boolean;
+  /** It contains an expansion (`$X`, `$(...)`): `value` is then the source text, and the line is uncertain. */
+  readonly expanded: boolean;
 }
 
 export interface Redirection {
@@ -37,6 +49,10 @@ export interface Redirection {
   readonly writes: boolean;
   /** True when it opens a file for reading (`<`, `<>`), other than `/dev/null`. */
   readonly reads: boolean;
+  /** What policy patterns see: `${fd}${op}${target}`, the target encoded like a command word (`>'/tmp/a b'`). */
+  readonly text: string;
+  /** What structured rules see: the operator with its fd (`2>`), then the target. */
+  readonly words: readonly CommandWord[];
 }
 
 export type ShellParse =
@@ -76,7 +92,45 @@ function shSyntaxParse(text: string, options: ShOptions): Promise<ShFile> {
   return grammarProcessor(text, options);
 }
 
-async function analyze(line: string): Promise<ShellParse> {
+async function analyze(line: string, depth = 0): Promise<ShellParse> {
+  const parsed = await analyzeOne(line);
+  return parsed.ok || parsed.kind === 'uncertain' ? withNestedScripts(parsed, depth) : parsed;
+}
+
+/** Deepest `sh -c "sh -c '...'"` nesting that is read; deeper is uncertain. */
+const MAX_NESTED_SCRIPTS = 4;
+
+/**
+ * A script handed to a shell (`sh -c '...'`, `eval '...'`, also behind `sudo`, `env`, `find -exec`...) is a command
+ * line of its own: read it like the outer one, so every command in it is judged, and an unreadable one refuses the
+ * whole line. A shell that reads its commands from a file or stdin makes the line uncertain (see nested.ts).
+ */
+async function withNestedScripts(parsed: ShellParse, depth: number): Promise<ShellParse> {
+  const commands = [...parsed.commands];
+  const redirections = [...parsed.redirections];
+  let uncertain = parsed.ok ? undefined : parsed.reason;
+  for (const command of parsed.commands) {
+    if (command.words.some((w) => w.expanded)) continue; // uncertain already: its words are not known
+    for (const nested of nestedScriptsOf(command.argv)) {
+      if ('uncertain' in nested) {
+        uncertain ??= nested.uncertain;
+        continue;
+      }
+      if (depth >= MAX_NESTED_SCRIPTS) {
+        uncertain ??= `it nests scripts in scripts more than ${MAX_NESTED_SCRIPTS} levels deep`;
+        continue;
+      }
+      const inner = await analyze(nested.script, depth + 1);
+      commands.push(...inner.commands);
+      redirections.push(...inner.redirections);
+      if (!inner.ok) uncertain ??= `the script that \`${nested.via}\` runs can't be checked: ${inner.reason}`;
+    }
+  }
+  if (uncertain === undefined) return { ok: true, commands, redirections };
+  return { ok: false, kind: 'uncertain', reason: uncertain, commands, redirections };
+}
+
+async function analyzeOne(line: string): Promise<ShellParse> {
   let grammar: ShFile;
   try {
     grammar = await shSyntaxParse(line, { variant: LangVariant.LangBash, keepComments: false });
@@ -415,8 +469,10 @@ class ShellReader {
       this.pos += 2;
       // Each word is assigned to the variable in turn: judged like `NAME=word`, so patterns see what is set.
       for (this.skipBlanks(); this.atWordStart(); this.skipBlanks()) {
-        const value = wordText(this.readWord());
-        this.findings.commands.push({ text: canonicalWord(`${name}=${value}`), argv: [], assignments: [`${name}=${value}`] });
+        const word = this.readWord();
+        this.checkGlobReach(word);
+        const value = wordText(word);
+        this.findings.commands.push({ text: `${name}=${canonicalWord(word, true)}`, argv: [], words: [], assignments: [`${name}=${value}`] });
       }
     }
     this.skipBlanks();
@@ -484,6 +540,7 @@ class ShellReader {
       }
       if (args.length === 0) this.checkCommandName(word);
       else this.checkArgument(word);
+      this.checkGlobReach(word);
       args.push(word);
     }
     if (args.length + assignments.length + redirectionOps.length === 0) {
@@ -504,6 +561,19 @@ class ShellReader {
     if (/^[ \t]*\(/.test(rest)) this.stop(`a function definition (\`${word.raw}()\`)`);
     if (word.expansions.length === 0 && hasUnquotedGlob(word)) {
       this.noteUncertain(`the command name \`${word.raw}\` is a glob pattern, so the device decides what runs`);
+    }
+  }
+
+  /**
+   * On dash, busybox ash and bash 5.1 and older, a glob in a path segment that starts with `.` matches `.` and `..`
+   * (two `.*` segments after `/var/log` climb to `/`), which no lexical `..` check sees. `.??*` and `.[!.]*` can't, and stay.
+   */
+  private checkGlobReach(word: Word): void {
+    const segment = word.expansions.length === 0 ? globSegmentReachingDotDot(word) : undefined;
+    if (segment !== undefined) {
+      this.noteUncertain(
+        `the glob \`${segment}\` in \`${word.raw}\` can match \`.\` and \`..\` on the device's shell (dash, busybox, older bash), which climbs out of the folder; name the entries without a glob right after a leading \`.\` (\`.??*\` or \`.[!.]*\` match hidden names only)`,
+      );
     }
   }
 
@@ -551,7 +621,9 @@ class ShellReader {
     }
     const target = wordText(word);
     if (/^\/dev\/(tcp|udp)\//.test(target)) this.noteUncertain(`\`${target}\` makes bash open a network connection`);
-    this.findings.redirections.push({ op, fd: fd || null, target, writes: redirectionWrites(op, word), reads: redirectionReads(op, word) });
+    const text = `${fd}${op}${canonicalWord(word, true)}`;
+    const words = [{ value: `${fd}${op}`, glob: false, expanded: false }, commandWord(word)];
+    this.findings.redirections.push({ op, fd: fd || null, target, writes: redirectionWrites(op, word), reads: redirectionReads(op, word), text, words });
     return `${fd}${op}`;
   }
 
@@ -854,18 +926,126 @@ function isAssignment(word: Word): boolean {
 }
 
 function simpleCommand(assignments: Word[], args: Word[]): SimpleCommand {
-  const assignmentTexts = assignments.map(wordText);
-  const argv = args.map(wordText);
-  const text = [...assignmentTexts, ...argv].map(canonicalWord).join(' ');
-  return { text, argv, assignments: assignmentTexts };
+  const texts = [...assignments.map(canonicalAssignment), ...args.map((word, i) => (i === 0 ? canonicalCommandName(word) : canonicalWord(word, true)))];
+  const words = args.map(commandWord);
+  return { text: texts.join(' '), argv: words.map((w) => w.value), words, assignments: assignments.map(wordText) };
 }
 
-function canonicalWord(word: string): string {
-  return word === '' || /\s/.test(word) ? shellQuote(word) : word;
+function commandWord(word: Word): CommandWord {
+  return { value: wordText(word), glob: hasUnquotedGlob(word), expanded: word.expansions.length > 0 };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The canonical text policy patterns see. Each word is encoded so that a shell reading the text back gets the same
+// words with the same globbing: made only of SAFE_CHARS it stands as it is; otherwise its runs between unquoted glob
+// characters are POSIX single-quoted. So the encoding is injective: `grep -F "'" -e root` can't read like one quoted
+// argument, and `'-exec'` inside a quoted value can't read like an option.
+
+/** Characters a word may be made of to stand unquoted. */
+const SAFE_CHARS = /^[A-Za-z0-9_@%+=:,./-]$/;
+/** Unquoted, these glob; they stand outside the quotes so a pattern sees which characters the device expands. */
+const GLOB_CHARS = '*?[]';
+
+/** The encoding of one word; `globs` false for an assignment value, which the shell never expands. */
+export function encodeWordChars(chars: readonly WordChar[], globs: boolean): string {
+  if (chars.length === 0) return "''";
+  let out = '';
+  let run = '';
+  let runIsSafe = true;
+  const flush = (): void => {
+    if (run !== '') out += runIsSafe ? run : shellQuote(run);
+    run = '';
+    runIsSafe = true;
+  };
+  for (const c of chars) {
+    if (globs && !c.quoted && GLOB_CHARS.includes(c.ch)) {
+      flush();
+      out += c.ch;
+    } else {
+      run += c.ch;
+      if (!SAFE_CHARS.test(c.ch)) runIsSafe = false;
+    }
+  }
+  flush();
+  return out;
+}
+
+/** A word with expansions reads as written (such lines are uncertain; deny rules still see them). */
+function canonicalWord(word: Word, globs: boolean): string {
+  return word.expansions.length > 0 ? word.raw : encodeWordChars(word.chars, globs);
+}
+
+/** `NAME=value`, the value encoded: `FOO='a b'`. */
+function canonicalAssignment(word: Word): string {
+  if (word.expansions.length > 0) return word.raw;
+  const name = /^[A-Za-z_][A-Za-z0-9_]*\+?=/.exec(wordValue(word))![0];
+  return name + encodeWordChars(word.chars.slice(name.length), false);
+}
+
+/** A quoted command name that looks like an assignment (`'A=x' ls` runs a program named `A=x`) stays quoted. */
+function canonicalCommandName(word: Word): string {
+  const text = canonicalWord(word, true);
+  if (word.expansions.length > 0 || !/^[A-Za-z_][A-Za-z0-9_]*\+?=/.test(text)) return text;
+  return hasUnquotedGlob(word) ? `''${text}` : shellQuote(wordValue(word));
 }
 
 function hasUnquotedGlob(word: Word): boolean {
   return word.chars.some((c) => !c.quoted && '*?['.includes(c.ch));
+}
+
+/**
+ * The first path segment of `word` whose glob can match `.` or `..`, or undefined. Shells match a leading `.` only
+ * when the pattern starts with one; then the segment can match `.`/`..` when every element other than `*` can match
+ * a `.` and there are at most two of them.
+ */
+function globSegmentReachingDotDot(word: Word): string | undefined {
+  const segments: WordChar[][] = [[]];
+  for (const c of word.chars) {
+    if (c.ch === '/') segments.push([]);
+    else segments.at(-1)!.push(c);
+  }
+  return segments.find(segmentCanMatchDotNames)?.map((c) => c.ch).join('');
+}
+
+function segmentCanMatchDotNames(segment: WordChar[]): boolean {
+  if (segment[0]?.ch !== '.' || !segment.some((c) => !c.quoted && '*?['.includes(c.ch))) return false;
+  let fixed = 0;
+  for (let i = 0; i < segment.length; i += 1) {
+    const c = segment[i]!;
+    if (!c.quoted && c.ch === '*') continue;
+    fixed += 1;
+    if (!c.quoted && c.ch === '[') {
+      const close = bracketEnd(segment, i);
+      if (close > i) {
+        if (!bracketMayMatchDot(segment.slice(i + 1, close))) return false;
+        i = close;
+        continue;
+      }
+    }
+    if (!(c.ch === '.' || (!c.quoted && c.ch === '?'))) return false;
+  }
+  return fixed <= 2; // with or without `*`: `.`, `..` (fixed is at least 1, the leading `.`)
+}
+
+/** Index of the unquoted `]` closing the bracket expression opened at `open`, or -1 (then `[` is literal). */
+function bracketEnd(chars: WordChar[], open: number): number {
+  let i = open + 1;
+  if (chars[i] && !chars[i]!.quoted && (chars[i]!.ch === '!' || chars[i]!.ch === '^')) i += 1;
+  if (chars[i]?.ch === ']') i += 1; // a `]` first in the set is a member
+  for (; i < chars.length; i += 1) if (!chars[i]!.quoted && chars[i]!.ch === ']') return i;
+  return -1;
+}
+
+/** Whether a bracket expression's members (between `[` and `]`) may include `.`; unsure means yes. */
+function bracketMayMatchDot(members: WordChar[]): boolean {
+  const text = members.map((c) => c.ch).join('');
+  const negated = members[0] !== undefined && !members[0].quoted && (text[0] === '!' || text[0] === '^');
+  if (negated) return !text.slice(1).includes('.');
+  if (text.includes('.') || text.includes('[')) return true;
+  for (let i = 1; i + 1 < text.length; i += 1) {
+    if (text[i] === '-' && text[i - 1]! <= '.' && text[i + 1]! >= '.') return true;
+  }
+  return false;
 }
 
 /** `~` at the start of a word, or after `=`/`:` (as in assignments), is expanded by the shell. */

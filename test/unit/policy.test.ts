@@ -52,8 +52,8 @@ const HOSTILE: [string, string, Expected, Policy?][] = [
   ['`;` appends a denied command', 'ls; rm -rf /', deny(DENY_RM)],
   ['`&&` appends an unlisted command', 'ls && reboot', deny(NO_ALLOW)],
   ['`||` appends an unlisted command', 'ls /nope || reboot', deny(NO_ALLOW)],
-  ['a pipe into a shell', 'ls | sh', deny(NO_ALLOW)],
-  ['`|&` pipe', 'uptime |& sh', deny(NO_ALLOW)],
+  ['a pipe into a shell (it reads commands the policy cannot see)', 'ls | sh', deny('uncertain')],
+  ['`|&` pipe', 'uptime |& sh', deny('uncertain')],
   ['a newline starts a second command', 'ls\nreboot', deny(NO_ALLOW)],
   ['`&` then a second command', 'uptime & reboot', deny(NO_ALLOW)],
   ['$(...) runs a command', 'ls $(reboot)', deny('uncertain')],
@@ -73,7 +73,7 @@ const HOSTILE: [string, string, Expected, Policy?][] = [
   ['write inside a subshell, read-only', '(uptime > /tmp/x)', deny('read_only'), readOnly],
   ['write after a group, read-only', '{ uptime; } > /tmp/x', deny('read_only'), readOnly],
   ['here-doc body with a command substitution', 'cat /etc/hosts <<EOF\n$(reboot)\nEOF', deny('uncertain')],
-  ['quoted here-doc fed to a shell', "sh <<'EOF'\nreboot\nEOF", deny(NO_ALLOW)],
+  ['quoted here-doc fed to a shell', "sh <<'EOF'\nreboot\nEOF", deny('uncertain')],
   ['here-string with a substitution', 'uptime <<< $(reboot)', deny('uncertain')],
   ["empty quotes inside a name: r''m", "r''m -rf /", deny(DENY_RM)],
   ['double-quoted name: "rm"', '"rm" -rf /', deny(DENY_RM)],
@@ -300,7 +300,12 @@ test('parseCommandLine reports redirections and whether they write', async () =>
 test('parseCommandLine keeps assignments in the canonical text', async () => {
   const parsed = await parseCommandLine('TZ=UTC FOO="a b" ls -l');
   assert.ok(parsed.ok);
-  assert.deepEqual(parsed.commands[0], { text: "TZ=UTC 'FOO=a b' ls -l", argv: ['ls', '-l'], assignments: ['TZ=UTC', 'FOO=a b'] });
+  assert.deepEqual(parsed.commands[0], {
+    text: "TZ=UTC FOO='a b' ls -l",
+    argv: ['ls', '-l'],
+    words: [{ value: 'ls', glob: false, expanded: false }, { value: '-l', glob: false, expanded: false }],
+    assignments: ['TZ=UTC', 'FOO=a b'],
+  });
 });
 
 test('parseCommandLine resolves here-documents without reading their body as commands', async () => {

@@ -8,34 +8,9 @@ import { OutputStreamer } from '../progress.js';
 import { runCommandOnDevice } from '../../gateway/commands.js';
 import { commandResultSchema, toCommandResult, summarize } from './run-command.js';
 import { GatewayError } from '../../errors.js';
-import { renderAction, describeActions, resolvedPathProblem, type ActionPath } from '../../policy/index.js';
+import { renderAction, describeActions } from '../../policy/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
-import { resolveRealPath, withSftp } from '../../ssh/sftp.js';
-import { onDevice } from '../../gateway/device-sftp.js';
-
-/**
- * The first path parameter that leaves its roots once the device follows symlinks, or undefined. Asked of the
- * device itself (SFTP realpath, one session for all of them), since only it knows where its links point.
- */
-async function pathEscape(gateway: Gateway, connection: string, paths: ActionPath[], signal: AbortSignal): Promise<string | undefined> {
-  if (paths.length === 0) return undefined;
-  return onDevice(gateway, connection, 'resolving path parameters', (client) =>
-    withSftp(
-      client,
-      async (sftp) => {
-        for (const path of paths) {
-          const real = await resolveRealPath(sftp, path.value);
-          const realRoots = await Promise.all(path.roots.map((root) => resolveRealPath(sftp, root)));
-          const problem = resolvedPathProblem(path, real, realRoots);
-          if (problem) return problem;
-        }
-        return undefined;
-      },
-      signal,
-    ),
-    signal,
-  );
-}
+import { pathEscape } from '../../gateway/device-paths.js';
 
 function actionCatalog(gateway: Gateway): string {
   const sections = gateway.config.connections
