@@ -219,3 +219,17 @@ test('structured rules are validated and warned about', () => {
   assert.match(warnings[0]!, /allow\[0\].*admits any further words/);
   assert.match(warnings[1]!, /allow\[1\].*starting with "-"/);
 });
+
+test("the README's example policy is valid, draws no warning, and means what it says", async () => {
+  const { readFileSync } = await import('node:fs');
+  const { policySchema } = await import('../../src/config/schema.js');
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const start = readme.indexOf('"policy": {');
+  const example = JSON.parse(`{${readme.slice(start, readme.indexOf('```', start))}}`) as { policy: Policy };
+  assert.ok(policySchema.safeParse(example.policy).success);
+  assert.deepEqual(policyWarnings(example.policy), []);
+  assert.equal(await decide('systemctl status nginx.service', example.policy), 'allow');
+  assert.equal(await decide('systemctl status -Hroot@host', example.policy), 'deny:allow (no match)');
+  assert.equal(await decide('reboot now', example.policy), 'deny:deny[0]: reboot <any further words>');
+  assert.equal(verdict(evaluateFileAccess('read', '/var/log/syslog', example.policy)), 'allow');
+});
