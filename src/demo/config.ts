@@ -12,9 +12,9 @@ export const TUNNEL_HOST_KEY = 'keys/tunnel_host_ed25519_key';
 export const AUDIT_LOG = 'audit.log';
 
 export const POLICY = {
-  allow: ['^uname( -[a-z]+)?$', '^uptime$', '^hostname$', '^df -h( /[\\w./-]*)?$', '^cat /etc/os-release$', '^echo [\\w .,!-]*$'],
+  allow: ['^uname( -[a-z]+)?$', '^uptime$', '^hostname$', '^df -h( /[\\w./-]*)?$', '^cat /etc/os-release$', '^echo(?: [\\w.,!][\\w.,!-]*)*$'],
   deny: ['\\brm\\b', '^(shutdown|reboot|poweroff|halt)\\b'],
-  confirm: ['^systemctl restart [\\w@.-]+$'],
+  confirm: ['^systemctl restart [\\w@.][\\w@.-]*$'],
 };
 
 /** POLICY in words, for the demo's fleet description; edit the two together. */

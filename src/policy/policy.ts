@@ -10,6 +10,7 @@
 import { posix } from 'node:path';
 import { parseCommandLine, type Redirection, type SimpleCommand } from './shell.js';
 import type { ActionPath } from './actions.js';
+import { optionArgumentProblem } from './regex-lint.js';
 import { describeStructuredRule, matchStructuredRule, structuredRuleWarnings, type RuleSubject, type StructuredRule } from './rules.js';
 
 /** A regex source (matched against the canonical text), or a structured rule (argv with typed slots, rules.ts). */
@@ -126,8 +127,9 @@ export function policyWarnings(policy: Policy): string[] {
         for (const problem of structuredRuleWarnings(rule)) warnings.push(`${list}[${index}] ${describeStructuredRule(rule)}: ${problem}`);
         return;
       }
-      const problem = anchoringProblem(rule);
-      if (problem) warnings.push(`${list}[${index}] ${JSON.stringify(rule)} ${problem}`);
+      for (const problem of [anchoringProblem(rule), optionArgumentProblem(rule)]) {
+        if (problem) warnings.push(`${list}[${index}] ${JSON.stringify(rule)} ${problem}`);
+      }
     });
   }
   if (policy.allow && policy.allow.length === 0) {
