@@ -9,9 +9,12 @@ import { GatewayError } from '../errors.js';
 import { logger } from '../util/log.js';
 import { RefusalBudget, shortenAsked } from '../audit/refusals.js';
 
-/** Refusal records each principal may cause per window before they are only counted (as for tunnel refusals). */
-const REFUSALS_PER_WINDOW = 20;
-const REFUSAL_WINDOW_MS = 10_000;
+/**
+ * Refusal records each principal may cause per window before they are only counted: room for a person's burst of
+ * denied attempts (a policy test table), ~100 KiB a minute at most once refusal records are shortened.
+ */
+const REFUSALS_PER_WINDOW = 100;
+const REFUSAL_WINDOW_MS = 60_000;
 
 export interface AuditSink {
   append(event: { event: string; [field: string]: unknown }, options?: { durable?: boolean }): Promise<unknown>;
