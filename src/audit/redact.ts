@@ -30,8 +30,8 @@ const ENV_NAMES = ['env', 'environment', 'envvars'];
 
 /** What ran or what was touched: kept byte for byte (see the top of this file). */
 const VERBATIM_NAMES = [
-  'command', 'commands', 'path', 'paths', 'remotepath', 'localpath', 'resolved', 'cwd', 'params', 'action',
-  'source', 'destination', 'target', 'from', 'to',
+  'command', 'commands', 'path', 'paths', 'remotepath', 'localpath', 'resolved', 'real', 'realpath', 'cwd', 'file',
+  'files', 'dir', 'directory', 'params', 'action', 'source', 'destination', 'target', 'from', 'to',
 ];
 
 type Mode = 'text' | 'verbatim' | 'output' | 'content';

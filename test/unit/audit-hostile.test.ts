@@ -47,6 +47,8 @@ test('paths and action params are kept exactly; fields named as secrets inside t
     path,
     remote_path: path,
     resolved: path,
+    local_path: path,
+    real: path,
     paths: [path],
     action: 'restart token=x',
     params: { unit: 'nginx; echo secret=1', file: path, password: 'p4ss', nested: { api_token: 'zz', note: 'Bearer abcdefghij' } },
@@ -55,6 +57,8 @@ test('paths and action params are kept exactly; fields named as secrets inside t
   assert.equal(record.path, path);
   assert.equal(record.remote_path, path);
   assert.equal(record.resolved, path);
+  assert.equal(record.local_path, path);
+  assert.equal(record.real, path);
   assert.deepEqual(record.paths, [path]);
   assert.equal(record.action, 'restart token=x');
   assert.deepEqual(record.params, { unit: 'nginx; echo secret=1', file: path, password: '[redacted]', nested: { api_token: '[redacted]', note: 'Bearer abcdefghij' } });
