@@ -195,6 +195,9 @@ function parseTailRecord(line: string, file: string): AuditRecord {
   const malformed = describeMalformedRecord(parsed);
   if (malformed) throw corruptTailError(file, `the last line is not an audit record (${malformed})`);
   const record = parsed as AuditRecord;
+  if (JSON.stringify(record) !== line) {
+    throw corruptTailError(file, `the last line (seq ${record.seq}) is not exactly the record it parses to (a duplicate key or changed spacing: it was edited)`);
+  }
   if (computeRecordHash(record) !== record.hash) {
     throw corruptTailError(file, `the last record (seq ${record.seq}) does not match its hash (it was edited)`);
   }

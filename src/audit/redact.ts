@@ -1,6 +1,11 @@
 // Defense in depth: whatever a caller puts into an audit event, no key, token, password, file
 // content, command output or environment value reaches the log. Callers should not pass such
 // things in the first place; this catches the ones they forget.
+//
+// What ran and what was touched (command, path, params, ...) is evidence and is never rewritten by text
+// patterns: a pattern that matched `token=` or a PEM header in a comment hid the rest of the command. Those
+// fields lose only what their own names say is secret (a `password` param) and, past 64 KiB, their tail
+// (kept as size + sha256).
 
 import { createHash } from 'node:crypto';
 import type { AuditEvent } from './log.js';
@@ -23,7 +28,13 @@ const CONTENT_NAMES = ['stdin', 'body', 'data'];
 /** Environment: variable names are kept, values are not. */
 const ENV_NAMES = ['env', 'environment', 'envvars'];
 
-type Mode = 'text' | 'output' | 'content';
+/** What ran or what was touched: kept byte for byte (see the top of this file). */
+const VERBATIM_NAMES = [
+  'command', 'commands', 'path', 'paths', 'remotepath', 'localpath', 'resolved', 'real', 'realpath', 'cwd', 'file',
+  'files', 'dir', 'directory', 'params', 'action', 'source', 'destination', 'target', 'from', 'to',
+];
+
+type Mode = 'text' | 'verbatim' | 'output' | 'content';
 
 /** A copy of `event` that is safe to write to the audit log and is plain JSON data. */
 export function redactFields(event: AuditEvent): AuditEvent {
@@ -42,6 +53,7 @@ function fieldMode(name: string, inherited: Mode): Mode | 'secret' | 'env' {
   if (ENV_NAMES.includes(key)) return 'env';
   if (OUTPUT_NAMES.includes(key) || OUTPUT_NAME_PARTS.some((part) => key.includes(part))) return 'output';
   if (CONTENT_NAMES.includes(key) || CONTENT_NAME_PARTS.some((part) => key.includes(part))) return 'content';
+  if (VERBATIM_NAMES.includes(key)) return 'verbatim';
   return inherited;
 }
 
@@ -96,12 +108,19 @@ function redactErrorValue(err: Error, mode: Mode, seen: WeakSet<object>, depth: 
 function redactString(value: string, mode: Mode): unknown {
   if (mode === 'output') return HEX64.test(value) ? value : digest(Buffer.from(value, 'utf8'));
   if (mode === 'content') return HEX64.test(value) ? value : { bytes: Buffer.byteLength(value, 'utf8') };
-  if (value.length > MAX_TEXT_CHARS) {
-    // Longer than any command the gateway runs: keep the start, and prove the rest by its digest.
-    const { bytes, sha256 } = digest(Buffer.from(value, 'utf8'));
-    return `${redactText(value.slice(0, MAX_TEXT_CHARS))}… [${bytes} bytes in all, sha256 ${sha256}]`;
-  }
-  return redactText(value);
+  // Longer than any command the gateway runs: keep the start, and prove the rest by its digest.
+  const rewrite = mode === 'verbatim' ? (text: string) => text : redactText;
+  return abbreviate(value, MAX_TEXT_CHARS, rewrite);
+}
+
+/**
+ * The first `keepChars` characters of `value` (passed through `rewrite`), then its size and sha256, which prove
+ * what the whole was. `value` itself when it is no longer than that.
+ */
+export function abbreviate(value: string, keepChars: number, rewrite: (text: string) => string = (text) => text): string {
+  if (value.length <= keepChars) return rewrite(value);
+  const { bytes, sha256 } = digest(Buffer.from(value, 'utf8'));
+  return `${rewrite(value.slice(0, keepChars))}… [${bytes} bytes in all, sha256 ${sha256}]`;
 }
 
 /** Free text kept in full up to this length (the longest command line is 64 KiB). */

@@ -59,7 +59,7 @@ export async function verifyAuditFiles(paths: string[], options: { anchor?: Chai
 // ---------------------------------------------------------------------------------------------
 // Reading lines across files
 
-type AuditLine = { file: string; line: number; text: string; complete: boolean };
+type AuditLine = { file: string; line: number; text: string; complete: boolean; bytes?: Buffer };
 type LineReader = AsyncGenerator<AuditLine, void, undefined>;
 
 /** Lines of each file in turn; a last line without "\n" comes out with complete: false. */
@@ -71,7 +71,8 @@ async function* readLines(files: string[]): LineReader {
       const buffer: Buffer = rest.length > 0 ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
       let start = 0;
       for (let newline = buffer.indexOf(0x0a); newline !== -1; newline = buffer.indexOf(0x0a, start)) {
-        yield { file, line: ++lineNumber, text: buffer.toString('utf8', start, newline), complete: true };
+        const bytes = buffer.subarray(start, newline);
+        yield { file, line: ++lineNumber, text: bytes.toString('utf8'), complete: true, bytes };
         start = newline + 1;
       }
       rest = buffer.subarray(start);
@@ -152,7 +153,23 @@ function parseLine(line: AuditLine): { record: AuditRecord } | VerifyFailure {
   }
   const malformed = describeMalformedRecord(parsed);
   if (malformed) return fail(`${at} is not an audit record: ${malformed} — the record is corrupt or was edited`);
+  if (line.bytes && !isExactSerialization(parsed, line.bytes)) {
+    return fail(
+      `${at} (seq ${(parsed as AuditRecord).seq}) is not byte for byte the record it parses to (a duplicate key, changed spacing ` +
+        `or escaping): the line was edited, and what it shows (e.g. to grep) may differ from what its hash covers`,
+    );
+  }
   return { record: parsed as AuditRecord };
+}
+
+/**
+ * The writer writes each record as JSON.stringify of it, so a genuine line is exactly that serialization of what
+ * it parses to. JSON.parse keeps the last of two equal keys: `"command":"rm -rf /",` planted before the real one
+ * leaves the parsed record and its hash unchanged, but not this. (Key order is the line's own: moving a key
+ * changes neither what the line shows nor what it means.)
+ */
+function isExactSerialization(parsed: unknown, bytes: Buffer): boolean {
+  return Buffer.from(JSON.stringify(parsed), 'utf8').equals(bytes);
 }
 
 /** Runs the checks in an order that names the most likely tampering first. */

@@ -15,7 +15,10 @@ export async function auditCommand(args: string[]): Promise<number> {
   if (verdict.ok) {
     const range = verdict.firstSeq !== undefined ? ` (seq ${verdict.firstSeq}–${verdict.lastSeq})` : '';
     const anchored = anchor ? `; seq ${anchor.seq} still has the hash noted for it` : '';
-    process.stdout.write(`ok: ${verdict.records} record(s) in ${verdict.files} file(s)${range}, hash chain intact${anchored}\n`);
+    const startMissing = verdict.firstSeq !== undefined && verdict.firstSeq > 1;
+    if (startMissing && !anchor) warnStartMissing(verdict.firstSeq!);
+    const intact = startMissing ? `hash chain intact FROM SEQ ${verdict.firstSeq} ONLY` : 'hash chain intact';
+    process.stdout.write(`ok: ${verdict.records} record(s) in ${verdict.files} file(s)${range}, ${intact}${anchored}\n`);
     if (verdict.lastSeq !== undefined) {
       process.stdout.write(`head: ${headText(verdict.lastSeq, verdict.lastHash!)} (keep it elsewhere; --head ${headText(verdict.lastSeq, verdict.lastHash!)} later proves nothing was cut from the end or rewritten)\n`);
     }
@@ -23,6 +26,19 @@ export async function auditCommand(args: string[]): Promise<number> {
   }
   process.stdout.write(`TAMPERED: ${verdict.file}${verdict.line > 0 ? ` line ${verdict.line}` : ''}${verdict.seq !== undefined ? ` (seq ${verdict.seq})` : ''}: ${verdict.reason}\n`);
   return 1;
+}
+
+/**
+ * The chain proves nothing about records before the oldest one kept: rotation dropped them, or they were flooded out
+ * or deleted. Without a head noted earlier, "intact" would be read as "complete", so this is said first and loudly.
+ */
+function warnStartMissing(firstSeq: number): void {
+  const warning =
+    `WARNING: THE START OF HISTORY IS MISSING: the oldest record kept is seq ${firstSeq}, not 1 (its "prev" is not the genesis hash); ` +
+    `records 1–${firstSeq - 1} were rotated away or removed. The chain below is intact only from seq ${firstSeq}, and nothing here shows ` +
+    `whether records were pushed out on purpose or the files rewritten. Check against a head noted earlier: audit verify FILE --head SEQ:HASH.\n`;
+  process.stdout.write(warning);
+  process.stderr.write(warning);
 }
 
 /** How a chain head is written down: `SEQ:HASH`, what --head takes. */

@@ -7,6 +7,14 @@ import { DeviceConnection, type ConnectionHealth } from '../ssh/connection.js';
 import { defaultKnownHostsFiles } from '../ssh/host-keys.js';
 import { GatewayError } from '../errors.js';
 import { logger } from '../util/log.js';
+import { RefusalBudget, shortenAsked } from '../audit/refusals.js';
+
+/**
+ * Refusal records each principal may cause per window before they are only counted: room for a person's burst of
+ * denied attempts (a policy test table), ~100 KiB a minute at most once refusal records are shortened.
+ */
+const REFUSALS_PER_WINDOW = 100;
+const REFUSAL_WINDOW_MS = 60_000;
 
 export interface AuditSink {
   append(event: { event: string; [field: string]: unknown }, options?: { durable?: boolean }): Promise<unknown>;
@@ -45,6 +53,10 @@ export class Gateway {
   private readonly shutdown = abortControllerForMany();
   private readonly inFlight = new Set<Promise<unknown>>();
   private tunnels?: TunnelProvider;
+  /** Refusals an agent can repeat at will: a budget per principal, so they can't rotate the log away (refusals.ts). */
+  private readonly refusals = new RefusalBudget(REFUSALS_PER_WINDOW, REFUSAL_WINDOW_MS, (summary) =>
+    void this.record({ event: 'refusals_suppressed', client: summary.principal, counts: summary.counts, window_s: summary.window_s }).catch(() => undefined),
+  );
 
   constructor(
     readonly config: LoadedConfig,
@@ -79,8 +91,9 @@ export class Gateway {
    * `syncAudit()` or the next durable record makes it reach the disk. An audit failure is logged loudly.
    */
   async record(event: { event: string; [field: string]: unknown }, options?: { durable?: boolean }): Promise<void> {
+    if (!this.refusals.admit(event)) return; // over its principal's refusal budget: counted in the next summary
     try {
-      await this.audit.append(event, options);
+      await this.audit.append(shortenAsked(event), options);
     } catch (err) {
       logger.error(`audit log write failed for event ${event.event}: ${(err as Error).message}`);
       throw err;
@@ -146,6 +159,7 @@ export class Gateway {
 
   async close(): Promise<void> {
     this.shutdown.abort();
+    this.refusals.flush(); // what was held back is summarised before the log closes
     // Give stopped commands time to be killed on their devices and to record command_end (kill grace is 2 s).
     const settled = Promise.allSettled([...this.inFlight]);
     await Promise.race([settled, new Promise((r) => setTimeout(r, 8000).unref())]);

@@ -370,7 +370,7 @@ test('keys, tokens, passwords, input, output and env values never reach the file
     tool: 'run_command',
     client: 'http:ops-team',
     authorization: `Bearer ${secrets.bearer}`,
-    command: `curl -H "Authorization: Bearer ${secrets.bearer}" https://admin:${secrets.urlPassword}@example.com/`,
+    error: `curl -H "Authorization: Bearer ${secrets.bearer}" https://admin:${secrets.urlPassword}@example.com/`,
     note: privateKey,
     password: secrets.password,
     stdin: secrets.stdin,
@@ -390,7 +390,7 @@ test('keys, tokens, passwords, input, output and env values never reach the file
   assert.equal(call!.password, '[redacted]');
   assert.equal(call!.note, '[redacted]');
   assert.deepEqual(call!.stdin, { bytes: Buffer.byteLength(secrets.stdin) });
-  assert.match(call!.command as string, /^curl -H "Authorization: Bearer \[redacted\]" https:\/\/admin:\[redacted\]@example\.com\/$/);
+  assert.match(call!.error as string, /^curl -H "Authorization: Bearer \[redacted\]" https:\/\/admin:\[redacted\]@example\.com\/$/, 'free text (not a command) is masked');
   assert.deepEqual(transfer!.content, { bytes: Buffer.byteLength(secrets.content) });
   assert.equal(transfer!.path, '/etc/app.conf');
   assert.equal(transfer!.bytes, 30);

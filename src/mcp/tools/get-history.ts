@@ -4,6 +4,7 @@ import type { McpServer } from '@modelcontextprotocol/server';
 import type { ToolContext } from '../context.js';
 import { toolResult } from '../result.js';
 import { readAuditRecords } from '../../audit/index.js';
+import { printable } from '../../util/text.js';
 
 const entrySchema = z.object({
   seq: z.number(),
@@ -23,6 +24,18 @@ const entrySchema = z.object({
 });
 
 const HISTORY_EVENTS = ['tool_call', 'command_start', 'command_end', 'policy_denial', 'approval_asked', 'approval_granted', 'approval_refused', 'file_transfer'];
+
+/**
+ * One line of the text content. Commands, connection and event names were chosen by the agent or a device (a
+ * here-doc body holds newlines): escaped, so no record can print a line that looks like another record.
+ */
+function historyLine(e: z.infer<typeof entrySchema>): string {
+  const shown = (text: string): string => printable(text, Number.POSITIVE_INFINITY);
+  const connection = e.connection ? ` ${shown(e.connection)}` : '';
+  const command = e.command ? `: ${shown(e.command)}` : '';
+  const exit = e.exit_code !== undefined ? ` → exit ${e.exit_code}` : '';
+  return `${shown(e.ts)} #${e.seq} ${shown(e.event)}${connection}${command}${exit}`;
+}
 
 export function registerGetHistory(server: McpServer, { gateway, audited }: ToolContext): void {
   server.registerTool(
@@ -46,9 +59,7 @@ export function registerGetHistory(server: McpServer, { gateway, audited }: Tool
         const pick = entrySchema.safeParse(r);
         return pick.success ? pick.data : { seq: r.seq, ts: r.ts, event: r.event };
       });
-      const text = entries
-        .map((e) => `${e.ts} #${e.seq} ${e.event}${e.connection ? ` ${e.connection}` : ''}${e.command ? `: ${e.command}` : ''}${e.exit_code !== undefined ? ` → exit ${e.exit_code}` : ''}`)
-        .join('\n');
+      const text = entries.map(historyLine).join('\n');
       return toolResult({ entries }, text || 'no matching history');
     }),
   );
