@@ -3,7 +3,7 @@
 // (fastPut/fastGet, then sha256 on both sides). No policy and no MCP here: callers pass paths already judged.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link as linkLocal, mkdir, open as openLocal, rename as renameLocal, rm, stat as statLocal } from 'node:fs/promises';
+import { link as linkLocal, mkdir, open as openLocal, rename as renameLocal, rm, stat as statLocal, type FileHandle as LocalFileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { FileEntryWithStats, OpenMode, SFTPWrapper, Stats, TransferOptions } from 'ssh2';
 import type { Client } from './ssh2.js';
@@ -273,7 +273,7 @@ export async function listDirectory(sftp: Sftp, path: string, limit: number): Pr
 // Writing
 
 export interface AtomicWriteOptions {
-  /** Permission bits; default: the existing file's, else 0644. */
+  /** Permission bits (no setuid/setgid/sticky); default: the existing file's permission bits, else 0644. */
   mode?: number;
   /** Create missing parent folders (0755). */
   createDirs?: boolean;
@@ -283,6 +283,23 @@ export interface AtomicWriteResult {
   mode: number;
   replaced: boolean;
   fsynced: boolean;
+}
+
+/** The bits a written file may carry: read, write and execute for owner, group and others. */
+const PERMISSION_BITS = 0o777;
+/** setuid, setgid, sticky: never on a file these tools write, whatever the file they replace carried. */
+const SPECIAL_BITS = 0o7000;
+
+/**
+ * The final mode of a written file: the mode asked for, else the replaced file's permission bits, else
+ * `fallback`, always without setuid/setgid/sticky. A setuid root program replaced by the agent's content must
+ * not stay one. An explicit mode with those bits is refused (the tools' schemas refuse it first).
+ */
+export function finalMode(requested: number | undefined, existing: Stats | null, fallback: number): number {
+  if (requested !== undefined && (requested & ~PERMISSION_BITS) !== 0) {
+    throw new GatewayError('bad_input', `mode ${modeString(requested)} has setuid, setgid or sticky bits (4000, 2000, 1000), which are not allowed; use a mode such as "0755". Nothing was written.`);
+  }
+  return (requested ?? (existing ? existing.mode : fallback)) & PERMISSION_BITS;
 }
 
 /** What is at `path` before it is replaced: refuses folders and special files, which a rename would clobber. */
@@ -308,27 +325,52 @@ async function ensureParent(sftp: Sftp, path: string, createDirs: boolean, hint:
   });
 }
 
+const fstatHandle = (sftp: Sftp, handle: Buffer): Promise<Stats> => call<Stats>((cb) => sftp.fstat(handle, cb));
+
 /** Gives the new file the old one's owner where the login may do that (root); best effort otherwise. */
 async function keepOwner(sftp: Sftp, handle: Buffer, existing: Stats | null): Promise<void> {
   if (!existing) return;
-  const now = await call<Stats>((cb) => sftp.fstat(handle, cb)).catch(() => null);
+  const now = await fstatHandle(sftp, handle).catch(() => null);
   if (!now || (now.uid === existing.uid && now.gid === existing.gid)) return;
   await call<void>((cb) => sftp.fchown(handle, existing.uid, existing.gid, (err) => cb(err, undefined))).catch(() => undefined);
 }
 
 /**
+ * A temp file beside the target, created exclusively (a planted file or symlink fails it) with mode 0600: a
+ * fresh inode that carries no setuid/setgid bit, and no one else may read or run it while it is written.
+ */
+function createTemp(sftp: Sftp, temp: string): Promise<Buffer> {
+  return openHandle(sftp, temp, 'wx', 0o600);
+}
+
+/**
+ * Settles a fully written temp file before it is renamed into place: owner first (chown may clear or keep mode
+ * bits depending on the system), then `mode`, then a check through fstat that no setuid/setgid/sticky bit is
+ * there, then fsync. Returns whether fsync was done.
+ */
+async function settleTemp(sftp: Sftp, handle: Buffer, path: string, existing: Stats | null, mode: number): Promise<boolean> {
+  await keepOwner(sftp, handle, existing);
+  await call<void>((cb) => sftp.fchmod(handle, mode, (err) => cb(err, undefined)));
+  const settled = await fstatHandle(sftp, handle);
+  if ((settled.mode & SPECIAL_BITS) !== 0) {
+    throw new GatewayError('connect_failed', `the new copy of ${path} came out with mode ${modeString(settled.mode)} (setuid, setgid or sticky) although ${modeString(mode)} was set; it was removed and ${path} left as it was.`);
+  }
+  return fsyncHandle(sftp, handle);
+}
+
+/**
  * Writes `data` to `path` so that readers see the old file or the new one, never a mix: a temp file beside it
- * (created exclusively, mode 0600 until done), every byte written, fsync, the final mode (and owner, where
- * allowed), then posix-rename over the target. Any failure removes the temp file.
+ * (see createTemp), every byte written, the owner and final mode (see finalMode, settleTemp), fsync, then
+ * posix-rename over the target. Any failure removes the temp file.
  */
 export async function writeFileAtomic(sftp: Sftp, path: string, data: Buffer, options: AtomicWriteOptions = {}): Promise<AtomicWriteResult> {
   await ensureParent(sftp, path, options.createDirs === true, 'pass create_dirs: true to create it');
   const existing = await replaceableTarget(sftp, path);
-  const mode = options.mode ?? (existing ? existing.mode & 0o7777 : 0o644);
+  const mode = finalMode(options.mode, existing, 0o644);
   const temp = tempPathFor(path);
   let handle: Buffer | undefined;
   try {
-    handle = await openHandle(sftp, temp, 'wx', 0o600);
+    handle = await createTemp(sftp, temp);
     let written = 0;
     while (written < data.length) {
       const chunk = Math.min(data.length - written, 256 * 1024);
@@ -336,9 +378,7 @@ export async function writeFileAtomic(sftp: Sftp, path: string, data: Buffer, op
       await call<void>((cb) => sftp.write(h, data, written, chunk, written, (err) => cb(err, undefined)));
       written += chunk;
     }
-    await call<void>((cb) => sftp.fchmod(handle!, mode, (err) => cb(err, undefined)));
-    await keepOwner(sftp, handle, existing);
-    const fsynced = await fsyncHandle(sftp, handle);
+    const fsynced = await settleTemp(sftp, handle, path, existing, mode);
     const closing = handle;
     handle = undefined;
     await closeHandle(sftp, closing);
@@ -392,46 +432,110 @@ export async function remoteSha256(client: Client, path: string, timeoutMs: numb
 }
 
 /**
- * ssh2's fastPut/fastGet with progress, and a watchdog: a transfer that moves no byte for a minute (e.g. a
- * file truncated while it is read) is ended instead of spinning forever.
+ * A watchdog for a transfer: one that moves no byte for a minute (e.g. a file truncated while it is read) is
+ * ended (its SFTP session too) instead of spinning forever. `moved()` on every byte moved; `stop()` when done.
  */
-function fastTransfer(sftp: Sftp, direction: 'put' | 'get', from: string, to: string, options: { mode?: number; onProgress?: TransferProgress }): Promise<number> {
+function watchStall(sftp: Sftp, from: string, fail: (err: GatewayError) => void): { moved(): void; stop(): void } {
+  let lastMove = Date.now();
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastMove > TRANSFER_STALL_MS) {
+      clearInterval(watchdog);
+      fail(new GatewayError('timeout', `the transfer of ${from} stalled: no data moved for ${TRANSFER_STALL_MS / 1000} s (did the file shrink while it was read?). Nothing was kept; retry.`));
+      sftp.end();
+    }
+  }, 1000);
+  watchdog.unref();
+  return { moved: () => (lastMove = Date.now()), stop: () => clearInterval(watchdog) };
+}
+
+/** ssh2's fastGet with progress and the stall watchdog. */
+function fastGet(sftp: Sftp, from: string, to: string, onProgress?: TransferProgress): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     let done = 0;
-    let lastMove = Date.now();
-    const watchdog = setInterval(() => {
-      if (Date.now() - lastMove > TRANSFER_STALL_MS) {
-        clearInterval(watchdog);
-        reject(new GatewayError('timeout', `the transfer of ${from} stalled: no data moved for ${TRANSFER_STALL_MS / 1000} s (did the file shrink while it was read?). Nothing was kept; retry.`));
-        sftp.end();
-      }
-    }, 1000);
-    watchdog.unref();
+    const stall = watchStall(sftp, from, reject);
     const opts: TransferOptions = {
       step: (total, nb, size) => {
-        if (nb > 0) lastMove = Date.now();
+        if (nb > 0) stall.moved();
         done = total;
-        options.onProgress?.(total, size);
+        onProgress?.(total, size);
       },
-      ...(options.mode !== undefined ? { mode: options.mode } : {}),
     };
     const finished = (err?: Error | null): void => {
-      clearInterval(watchdog);
+      stall.stop();
       if (err) reject(err);
       else resolve(done);
     };
     try {
-      if (direction === 'put') sftp.fastPut(from, to, opts, finished);
-      else sftp.fastGet(from, to, opts, finished);
+      sftp.fastGet(from, to, opts, finished);
     } catch (err) {
       finished(err as Error);
     }
   });
 }
 
+/** Bytes per SFTP write request, and how many may be in flight at once (as ssh2's fastPut does). */
+const PUT_CHUNK = 32 * 1024;
+const PUT_WINDOW = 64;
+
+/**
+ * Sends everything `source` holds, read by position from byte 0 of that one descriptor, to the open remote
+ * `handle`, with up to PUT_WINDOW writes in flight; hashes exactly the bytes it sends, so the caller can prove
+ * they are the bytes that were approved. `total` is the expected size, for progress.
+ */
+async function streamToHandle(
+  sftp: Sftp,
+  handle: Buffer,
+  source: LocalFileHandle,
+  total: number,
+  onProgress: TransferProgress | undefined,
+  stall: { moved(): void },
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  const inFlight = new Set<Promise<void>>();
+  let failure: Error | undefined;
+  let offset = 0;
+  let acked = 0;
+  while (failure === undefined) {
+    const buffer = Buffer.allocUnsafe(PUT_CHUNK);
+    const { bytesRead } = await source.read(buffer, 0, PUT_CHUNK, offset);
+    if (bytesRead === 0) break;
+    const data = buffer.subarray(0, bytesRead);
+    hash.update(data);
+    const at = offset;
+    offset += bytesRead;
+    const write = call<void>((cb) => sftp.write(handle, data, 0, data.length, at, (err) => cb(err, undefined))).then(
+      () => {
+        acked += data.length;
+        stall.moved();
+        onProgress?.(acked, Math.max(total, acked));
+      },
+      (err: Error) => {
+        failure ??= err;
+      },
+    );
+    inFlight.add(write);
+    void write.finally(() => inFlight.delete(write));
+    if (inFlight.size >= PUT_WINDOW) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+  if (failure !== undefined) throw failure;
+  return { bytes: offset, sha256: hash.digest('hex') };
+}
+
+/** The staged file to send, opened once and judged by its size and sha256 (see src/files/pinned.ts). */
+export interface UploadSource {
+  /** Its real path in the staging folder, for messages. */
+  path: string;
+  handle: LocalFileHandle;
+  /** What was judged (and shown to a human, if one was asked): exactly these bytes are uploaded, or nothing. */
+  bytes: number;
+  sha256: string;
+  /** Permission bits for a file the upload creates. */
+  mode: number;
+}
+
 export interface UploadRequest {
-  /** The local file (already proven to be inside the staging folder). */
-  localPath: string;
+  source: UploadSource;
   /** The device path to create or replace (already judged, symlinks resolved). */
   remotePath: string;
   signal?: AbortSignal;
@@ -442,32 +546,40 @@ export interface UploadRequest {
 }
 
 /**
- * Uploads to a temp name beside the target, fsyncs it, checks the device's sha256 (or size, without sha256sum)
- * against the local file's, and only then posix-renames it into place; a mismatch or any failure removes it.
+ * Uploads to a temp name beside the target (see createTemp), streamed from the source's one descriptor and
+ * hashed on the way; settles owner and mode (see finalMode: never setuid/setgid), fsyncs, and renames it into
+ * place only when the bytes sent and the device's sha256 of the temp file (or its size, without sha256sum)
+ * both equal the approved size and sha256. A mismatch or any failure removes the temp file, the target stays.
  * The SFTP session is closed while sha256sum runs, so a transfer never holds two of the device's sessions.
  */
 export async function uploadVerified(client: Client, request: UploadRequest): Promise<TransferOutcome> {
   const started = performance.now();
-  const { localPath, remotePath, connection } = request;
-  const localInfo = await statLocal(localPath);
+  const { source, remotePath, connection } = request;
+  const approved = { bytes: source.bytes, sha256: source.sha256 };
   const temp = tempPathFor(remotePath);
   let uploaded = false;
   try {
-    const hashing = sha256OfLocalFile(localPath);
-    hashing.catch(() => undefined);
     const existing = await withSftp(
       client,
       async (sftp) => {
         await ensureParent(sftp, remotePath, false, 'create it first (write_file with create_dirs: true can)');
         const existing = await replaceableTarget(sftp, remotePath);
-        const mode = existing ? existing.mode & 0o7777 : localInfo.mode & 0o777;
+        const mode = finalMode(undefined, existing, source.mode);
+        const handle = await createTemp(sftp, temp);
         uploaded = true;
-        await fastTransfer(sftp, 'put', localPath, temp, { mode, onProgress: request.onProgress });
-        // fsync through a second handle: fsync flushes the file, whichever descriptor asks.
-        const handle = await openHandle(sftp, temp, 'r');
         try {
-          await keepOwner(sftp, handle, existing);
-          await fsyncHandle(sftp, handle);
+          let stalled: (err: GatewayError) => void = () => undefined;
+          const stall = watchStall(sftp, source.path, (err) => stalled(err));
+          try {
+            const sent = await Promise.race([
+              streamToHandle(sftp, handle, source.handle, approved.bytes, request.onProgress, stall),
+              new Promise<never>((_, reject) => (stalled = reject)),
+            ]);
+            if (sent.bytes !== approved.bytes || sent.sha256 !== approved.sha256) throw changedSinceApproval(sent);
+          } finally {
+            stall.stop();
+          }
+          await settleTemp(sftp, handle, remotePath, existing, mode);
         } finally {
           await closeHandle(sftp, handle).catch(() => undefined);
         }
@@ -475,10 +587,6 @@ export async function uploadVerified(client: Client, request: UploadRequest): Pr
       },
       request.signal,
     );
-    const local = await hashing;
-    if (local.bytes !== localInfo.size) {
-      throw new GatewayError('bad_input', `the local file ${localPath} changed while it was uploaded (${localInfo.size} → ${local.bytes} bytes); nothing was replaced. Retry once it is complete.`);
-    }
     const remote = await remoteSha256(client, temp, request.verifyTimeoutMs);
     return await withSftp(
       client,
@@ -487,19 +595,27 @@ export async function uploadVerified(client: Client, request: UploadRequest): Pr
         if (remote === null) {
           verified = 'size';
           const size = (await stat(sftp, temp)).size;
-          if (size !== local.bytes) throw mismatch('size', `${local.bytes} bytes sent, ${size} on the device`);
-        } else if (remote !== local.sha256) {
-          throw mismatch('sha256', `local ${local.sha256}, device ${remote}`);
+          if (size !== approved.bytes) throw mismatch('size', `${approved.bytes} bytes approved and sent, ${size} on the device`);
+        } else if (remote !== approved.sha256) {
+          throw mismatch('sha256', `approved and sent ${approved.sha256}, device ${remote}`);
         }
         await renameIntoPlace(sftp, temp, remotePath, existing !== null);
         uploaded = false;
-        return { bytes: local.bytes, sha256: local.sha256, verified, duration_ms: Math.round(performance.now() - started), replaced: existing !== null };
+        return { ...approved, verified, duration_ms: Math.round(performance.now() - started), replaced: existing !== null };
       },
       request.signal,
     );
   } catch (err) {
     if (uploaded) await withSftp(client, (sftp) => unlinkQuietly(sftp, temp)).catch(() => undefined);
     throw err;
+  }
+
+  function changedSinceApproval(sent: { bytes: number; sha256: string }): GatewayError {
+    return new GatewayError(
+      'bad_input',
+      `the staged file ${source.path} changed after it was judged for this upload (judged: ${approved.bytes} bytes, sha256 ${approved.sha256}; read for sending: ${sent.bytes} bytes, sha256 ${sent.sha256}); ` +
+        `nothing was replaced on "${connection}" and the partial copy was removed. Leave the file alone and call upload_file again, so its new content is judged.`,
+    );
   }
 
   function mismatch(how: string, detail: string): GatewayError {
@@ -558,7 +674,7 @@ export async function downloadVerified(client: Client, request: DownloadRequest)
         const info = await stat(sftp, remotePath);
         if (info.isDirectory()) throw new GatewayError('bad_input', `${remotePath} is a directory; download_file copies one file (list_directory shows what is in it).`);
         if (!info.isFile()) throw new GatewayError('bad_input', `${remotePath} is not a regular file (a device, FIFO or socket); it can't be downloaded.`);
-        await fastTransfer(sftp, 'get', remotePath, temp, { onProgress: request.onProgress });
+        await fastGet(sftp, remotePath, temp, request.onProgress);
         return info.size;
       },
       request.signal,

@@ -245,7 +245,7 @@ test('a confirm rule asks the human, and the write happens only on yes', async (
   await callOk(gw, 'write_file', { connection: 'guarded', path: yes, content: 'approved' });
   assert.equal(await readFile(yes, 'utf8'), 'approved');
   assert.ok(asked.some((m) => m.includes(`write_file ${yes}`)), 'the human saw the path');
-  assert.ok(asked.some((m) => m.includes(`write_file: 8 bytes, sha256 ${sha256('approved')}, mode kept (0644 if new)`)), 'and what would be written');
+  assert.ok(asked.some((m) => m.includes(`write_file: 8 bytes, sha256 ${sha256('approved')}, mode kept without setuid/setgid (0644 if new)`)), 'and what would be written');
   const no = path.join(work, 'confirm', 'other.conf');
   assert.match(await callError(gw, 'write_file', { connection: 'guarded', path: no, content: 'x' }), /declined/);
   assert.equal(existsSync(no), false);

@@ -13,6 +13,7 @@ import type { Client } from '../../ssh/ssh2.js';
 import {
   downloadVerified,
   listDirectory,
+  modeString,
   readRange,
   resolveRealPath,
   uploadVerified,
@@ -23,6 +24,7 @@ import {
   type TransferProgress,
 } from '../../ssh/sftp.js';
 import { resolveStagedPath } from '../../files/staging.js';
+import { pinStagedFile, type PinnedFile } from '../../files/pinned.js';
 import { decodeUtf8, utf8SafeEnd } from '../../ssh/output.js';
 import { GatewayError } from '../../errors.js';
 import { onDevice } from '../../gateway/device-sftp.js';
@@ -79,9 +81,9 @@ export const writeFileInput = z
       .string()
       .regex(/^0?[0-7]{3,4}$/, 'an octal mode such as "0644" or "0755"')
       // A setuid or setgid file runs as its owner (often root) for whoever starts it: never set through this tool.
-      .refine((mode) => (parseInt(mode, 8) & 0o6000) === 0, 'setuid and setgid bits (4000, 2000) are not allowed; use a mode such as "0755"')
+      .refine((mode) => (parseInt(mode, 8) & 0o7000) === 0, 'setuid and setgid bits (4000, 2000) and the sticky bit (1000) are not allowed; use a mode such as "0755"')
       .optional()
-      .describe('Permissions, octal ("0644"); default: keep the existing file\'s, or 0644 for a new file. No setuid/setgid.'),
+      .describe('Permissions, octal ("0644"); default: the existing file\'s permission bits, or 0644 for a new file. Never setuid/setgid/sticky, not even kept from the file replaced.'),
     create_dirs: z.boolean().optional().describe('Create missing parent folders (0755).'),
   })
   .strict();
@@ -194,6 +196,11 @@ function progressFor(ctx: ServerContext): { report: TransferProgress; finish(): 
   };
 }
 
+/** What a human approves for an upload, besides the device path: the staged file's name, size, sha256 and mode. */
+function uploadDetail(pinned: PinnedFile): string {
+  return `upload_file: from ${pinned.path} in the staging folder, ${pinned.bytes} bytes, sha256 ${pinned.sha256}, mode kept without setuid/setgid (${modeString(pinned.mode)} if new)`;
+}
+
 function transferText(op: 'upload' | 'download', connection: string, local: string, remote: string, outcome: TransferOutcome): string {
   const arrow = op === 'upload' ? `${local} → ${connection}:${remote}` : `${connection}:${remote} → ${local}`;
   const mbps = outcome.duration_ms > 0 ? ` (${(outcome.bytes / MiB / (outcome.duration_ms / 1000)).toFixed(1)} MiB/s)` : '';
@@ -261,7 +268,7 @@ export function registerWriteFile(server: McpServer, { gateway, audited, authori
       title: 'Write a file on a device',
       description:
         `Creates or replaces a file on one device atomically (temp file in the same folder, fsync, rename): readers see the old file or the new one, never a mix. At most ${MAX_WRITE_BYTES} bytes. ` +
-        'Keeps the existing file\'s mode unless mode is given; follows an existing symlink to its target. Refused on read_only connections.',
+        'Keeps the existing file\'s permission bits (and owner, where the login may) unless mode is given, but never setuid/setgid/sticky; follows an existing symlink to its target. Refused on read_only connections.',
       inputSchema: writeFileInput,
       outputSchema: writeFileResult,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
@@ -274,7 +281,7 @@ export function registerWriteFile(server: McpServer, { gateway, audited, authori
       }
       const requestedMode = args.mode !== undefined ? parseInt(args.mode, 8) : undefined;
       const digest = sha256(data);
-      const detail = `write_file: ${data.length} bytes, sha256 ${digest}, mode ${args.mode ?? 'kept (0644 if new)'}`;
+      const detail = `write_file: ${data.length} bytes, sha256 ${digest}, mode ${args.mode ?? 'kept without setuid/setgid (0644 if new)'}`;
       const path = await authorizeFile(authorize, gateway, { connection, op: 'write', path: args.path, ctx, who, detail });
       const audit = { event: 'file_transfer', op: 'write', connection, path, bytes: data.length, sha256: digest, client: who };
       let written;
@@ -345,7 +352,7 @@ interface TransferDirection {
   verb: (remotePath: string) => string;
   move: (
     client: Client,
-    paths: { local: Awaited<ReturnType<typeof resolveStagedPath>>; remote: string },
+    paths: { local: Awaited<ReturnType<typeof resolveStagedPath>>; remote: string; pinned?: PinnedFile },
     options: { signal: AbortSignal; onProgress?: (done: number, total: number) => void; connection: string; overwrite?: boolean },
   ) => Promise<TransferOutcome>;
 }
@@ -356,12 +363,16 @@ const UPLOAD: TransferDirection = {
   title: 'Upload a file from the staging folder to a device',
   description:
     'Copies a file from the gateway\'s staging folder (gateway.staging_dir) to a device over SFTP, streamed with progress notifications, then verifies it (sha256 on both sides, or size if the device has no sha256sum) before renaming it into place atomically. ' +
+    'The approval (under a confirm rule) is for the staged file\'s size and sha256: exactly those bytes are uploaded, or nothing is replaced. ' +
+    'Keeps the replaced file\'s permission bits (and owner, where the login may), a new file gets the staged file\'s; never setuid/setgid/sticky. ' +
     'A failed verification leaves the target untouched. Refused on read_only connections.',
   local: 'read',
   remote: 'write',
   verb: (remotePath) => `uploading to ${remotePath}`,
-  move: (client, paths, { signal, onProgress, connection }) =>
-    uploadVerified(client, { localPath: paths.local.path, remotePath: paths.remote, verifyTimeoutMs: VERIFY_TIMEOUT_MS, signal, onProgress, connection }),
+  move: (client, paths, { signal, onProgress, connection }) => {
+    if (!paths.pinned) throw new Error('upload_file without its pinned staged file'); // registerTransfer always pins uploads
+    return uploadVerified(client, { source: paths.pinned, remotePath: paths.remote, verifyTimeoutMs: VERIFY_TIMEOUT_MS, signal, onProgress, connection });
+  },
 };
 
 const DOWNLOAD: TransferDirection = {
@@ -399,28 +410,36 @@ function registerTransfer(server: McpServer, { gateway, audited, authorize }: To
       const { connection } = args;
       gateway.connection(connection); // unknown connection: say so before judging local paths
       const staged = await resolveStagedPath(gateway.config.gateway.staging_dir, args.local_path, direction.local);
-      const detail = `${direction.tool}: ${direction.op === 'upload' ? 'from' : 'to'} ${staged.path} in the staging folder`;
-      const remotePath = await authorizeFile(authorize, gateway, { connection, op: direction.remote, path: args.remote_path, ctx, who, detail });
-      const audit = { event: 'file_transfer', op: direction.op, connection, local_path: staged.path, remote_path: remotePath, client: who };
-      const progress = progressFor(ctx);
-      let outcome: TransferOutcome & { real: string };
+      // An upload is judged (and approved) by the bytes it sends, read from this one descriptor: see pinned.ts.
+      const pinned = direction.op === 'upload' ? await pinStagedFile(staged.path) : undefined;
       try {
-        outcome = await onDevice(gateway, connection, direction.verb(remotePath), async (client) => {
-          const request = { connection, op: direction.remote, path: remotePath, who };
-          const real = mustResolve(gateway, connection, direction.remote) ? await withSftp(client, (sftp) => resolvedPath(gateway, sftp, request)) : remotePath;
-          const done = await direction.move(client, { local: staged, remote: real }, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection, overwrite: args.overwrite });
-          return { ...done, real };
-        }, ctx.mcpReq.signal);
-      } catch (err) {
-        await gateway.record({ ...audit, error: (err as Error).message });
-        throw err;
+        const detail = pinned ? uploadDetail(pinned) : `${direction.tool}: to ${staged.path} in the staging folder`;
+        const remotePath = await authorizeFile(authorize, gateway, { connection, op: direction.remote, path: args.remote_path, ctx, who, detail });
+        const judged = pinned ? { bytes: pinned.bytes, sha256: pinned.sha256 } : {};
+        const audit = { event: 'file_transfer', op: direction.op, connection, local_path: staged.path, remote_path: remotePath, ...judged, client: who };
+        const progress = progressFor(ctx);
+        let outcome: TransferOutcome & { real: string };
+        try {
+          outcome = await onDevice(gateway, connection, direction.verb(remotePath), async (client) => {
+            const request = { connection, op: direction.remote, path: remotePath, who };
+            const real = mustResolve(gateway, connection, direction.remote) ? await withSftp(client, (sftp) => resolvedPath(gateway, sftp, request)) : remotePath;
+            const paths = { local: staged, remote: real, pinned };
+            const done = await direction.move(client, paths, { signal: ctx.mcpReq.signal, onProgress: progress?.report, connection, overwrite: args.overwrite });
+            return { ...done, real };
+          }, ctx.mcpReq.signal);
+        } catch (err) {
+          await gateway.record({ ...audit, error: (err as Error).message });
+          throw err;
+        } finally {
+          progress?.finish();
+        }
+        const { real, ...transfer } = outcome;
+        await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
+        const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
+        return toolResult(result, transferText(direction.op, connection, staged.path, remotePath, transfer));
       } finally {
-        progress?.finish();
+        await pinned?.handle.close().catch(() => undefined);
       }
-      const { real, ...transfer } = outcome;
-      await gateway.record({ ...audit, resolved: real !== remotePath ? real : undefined, ...transfer });
-      const result = { connection, local_path: staged.path, remote_path: remotePath, bytes: transfer.bytes, sha256: transfer.sha256, duration_ms: transfer.duration_ms, verified: transfer.verified };
-      return toolResult(result, transferText(direction.op, connection, staged.path, remotePath, transfer));
     }),
   );
 }
