@@ -21,7 +21,8 @@ import {
   type EdgeKeyring,
 } from './authorize.js';
 import { publicKeyLineOf } from './edge-setup.js';
-import { NoiseBudget, addressOf, type NoiseSummary } from '../audit/noise.js';
+import { NoiseBudget, type NoiseSummary } from '../audit/noise.js';
+import { PreauthLimiter, sourceOf, type Eviction } from './preauth-limiter.js';
 
 export interface TunnelEndpoint {
   /** The connection's name, which is also the login name the device uses. */
@@ -64,6 +65,8 @@ const MAX_REFUSALS_PER_CONNECTION = 10;
  * flow control (a few 2 MiB channel windows); only a peer that sends requests but never reads replies gets here.
  */
 const DEFAULT_MAX_UNSENT_BYTES = 16 * 1024 * 1024;
+/** A real ssh client sends its identification line as soon as TCP connects; only a silent socket waits longer. */
+const DEFAULT_BANNER_TIMEOUT_MS = 5000;
 
 export type TunnelEvent = {
   event: TunnelEventName;
@@ -85,13 +88,20 @@ export interface TunnelServerOptions {
   /** Silent intervals before the edge is declared dead: detection within interval × countMax (default 3). */
   keepaliveCountMax?: number;
   /**
-   * Connections that hold no forward yet (not authenticated, or logged in without a forward) beyond this
-   * are dropped on accept (default 64).
+   * Slots for connections that hold no forward yet (not authenticated, or logged in without a forward), default 64.
+   * A newcomer always gets one: when none is free, the oldest connection of the source holding the most is ended.
    */
   maxUnauthenticated?: number;
   /** A connection that has not authenticated by then is ended, and so is a login that holds no forward by then (default 10000). */
   authTimeoutMs?: number;
-  /** Of maxUnauthenticated, how many one address may hold (default 16), so one host can't lock every device out. */
+  /** A connection that has not sent its SSH identification line by then is ended (default 5000). */
+  bannerTimeoutMs?: number;
+  /**
+   * Of maxUnauthenticated, how many one source (a /24 for IPv4, a /64 for IPv6) may hold (default 16); a newcomer
+   * from a source at its share replaces that source's oldest.
+   */
+  maxUnauthenticatedPerSource?: number;
+  /** The former name of maxUnauthenticatedPerSource (it counted per address); still honoured. */
   maxUnauthenticatedPerAddress?: number;
   /** Refusal records per window before they are only counted and summarised (default 20 per 10000 ms). */
   noiseBudget?: { perWindow: number; windowMs: number };
@@ -102,18 +112,18 @@ export interface TunnelServerOptions {
 interface EdgeConnection {
   readonly socket: net.Socket;
   readonly peer: string;
-  /** The peer's address without its port: what the per-address limit counts. */
-  readonly address: string;
+  /** The peer's /24 or /64: what the per-source share of pending slots counts. */
+  readonly source: string;
   /** "ip|port", to find this connection again when ssh2 reports the SSH connection. */
   readonly socketKey: string;
   client?: Connection;
   /** Set once authenticated: the tunnel connection this login belongs to. */
   name?: string;
   authenticated: boolean;
-  /** Holds one of the limited pending slots: not yet authenticated, or logged in without a forward. */
-  pending: boolean;
   /** Ends the connection if it neither authenticates nor takes up its forward in time. */
   deadline?: NodeJS.Timeout;
+  /** Ends the connection if it sends no SSH identification line in time. */
+  bannerDeadline?: NodeJS.Timeout;
   failedAuths: number;
   /** Requests and channels refused since login; too many ends the connection. */
   refusals: number;
@@ -149,13 +159,12 @@ export class TunnelServer extends EventEmitter {
   private readonly listener: net.Server;
   private readonly onEventSink: (e: TunnelEvent) => void;
   private readonly keepaliveBoundMs: number;
-  private readonly maxUnauthenticated: number;
   private readonly authTimeoutMs: number;
-  private readonly maxPendingPerAddress: number;
+  private readonly bannerTimeoutMs: number;
   private readonly maxUnsentBytes: number;
   private readonly noise: NoiseBudget;
-  private pendingCount = 0;
-  private readonly pendingByAddress = new Map<string, number>();
+  /** The limited slots of connections without a forward yet (not authenticated, or logged in without one). */
+  private readonly pending: PreauthLimiter<EdgeConnection>;
   private stopping = false;
   readonly hostKeyLine: string;
 
@@ -165,9 +174,12 @@ export class TunnelServer extends EventEmitter {
     this.keyring = buildEdgeKeyring(opts.endpoints);
     for (const endpoint of opts.endpoints) this.tunnels.set(endpoint.name, { endpoint });
     this.onEventSink = opts.onEvent ?? (() => undefined);
-    this.maxUnauthenticated = opts.maxUnauthenticated ?? 64;
+    this.pending = new PreauthLimiter({
+      maxTotal: opts.maxUnauthenticated ?? 64,
+      maxPerSource: opts.maxUnauthenticatedPerSource ?? opts.maxUnauthenticatedPerAddress ?? 16,
+    });
     this.authTimeoutMs = opts.authTimeoutMs ?? 10_000;
-    this.maxPendingPerAddress = opts.maxUnauthenticatedPerAddress ?? 16;
+    this.bannerTimeoutMs = opts.bannerTimeoutMs ?? DEFAULT_BANNER_TIMEOUT_MS;
     this.maxUnsentBytes = opts.maxUnsentBytes ?? DEFAULT_MAX_UNSENT_BYTES;
     const budget = opts.noiseBudget ?? { perWindow: 20, windowMs: 10_000 };
     this.noise = new NoiseBudget(budget.perWindow, budget.windowMs, (summary) => this.reportSuppressed(summary));
@@ -257,24 +269,13 @@ export class TunnelServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    const address = addressOf(peer);
-    const full =
-      this.pendingCount >= this.maxUnauthenticated
-        ? `too many connections without a tunnel yet (limit ${this.maxUnauthenticated})`
-        : (this.pendingByAddress.get(address) ?? 0) >= this.maxPendingPerAddress
-          ? `too many connections without a tunnel yet from ${address} (limit ${this.maxPendingPerAddress} per address)`
-          : undefined;
-    if (full) {
-      socket.destroy();
-      this.emitEvent({ event: 'tunnel_auth_failed', peer, reason: `${full}; dropped` });
-      return;
-    }
     // ssh2 never sets TCP_NODELAY; without it every small request through the tunnel waits ~40 ms (Nagle).
     socket.setNoDelay(true);
     const key = socketKey(socket.remoteAddress, socket.remotePort);
-    const conn: EdgeConnection = { socket, peer, address, socketKey: key, authenticated: false, pending: false, failedAuths: 0, refusals: 0, closed: false };
+    const conn: EdgeConnection = { socket, peer, source: sourceOf(socket.remoteAddress), socketKey: key, authenticated: false, failedAuths: 0, refusals: 0, closed: false };
     this.connections.add(conn);
     this.enterPending(conn, () => this.onAuthTimeout(conn));
+    conn.bannerDeadline = setTimeout(() => this.onBannerTimeout(conn), this.bannerTimeoutMs);
     socket.once('close', () => this.onSocketClosed(conn));
     // ssh2 writes its replies without backpressure: a peer that sends requests but never reads would grow our
     // memory without bound (its keepalive timer resets on every packet it sends).
@@ -292,6 +293,7 @@ export class TunnelServer extends EventEmitter {
     const key = socketKey(info.ip, info.port);
     const conn = this.awaitingHeader.get(key);
     this.awaitingHeader.delete(key);
+    if (conn) clearTimeout(conn.bannerDeadline);
     client.on('error', (err: Error & { level?: string }) => this.onClientError(conn, err));
     if (!conn || conn.closed) {
       client.end();
@@ -338,6 +340,12 @@ export class TunnelServer extends EventEmitter {
     this.endConnection(conn, 'authentication timeout');
   }
 
+  private onBannerTimeout(conn: EdgeConnection): void {
+    if (conn.closed) return;
+    this.emitEvent({ event: 'tunnel_auth_failed', peer: conn.peer, reason: `no SSH identification line within ${this.bannerTimeoutMs} ms; connection ended` });
+    this.endConnection(conn, 'no SSH identification');
+  }
+
   private onAuthenticated(conn: EdgeConnection): void {
     conn.authenticated = true;
     this.emitEvent({ event: 'tunnel_auth_ok', connection: conn.name, peer: conn.peer, key: fingerprintOf(this.keyring.get(conn.name!)!.blob) });
@@ -357,27 +365,35 @@ export class TunnelServer extends EventEmitter {
     this.endConnection(conn, 'login without forward');
   }
 
-  /** (Re)arms the connection's deadline; counts it against maxUnauthenticated once. */
+  /** (Re)arms the connection's deadline and gives it a pending slot if it holds none, ending whom that displaces. */
   private enterPending(conn: EdgeConnection, onExpire: () => void): void {
     if (conn.deadline) clearTimeout(conn.deadline);
     conn.deadline = setTimeout(onExpire, this.authTimeoutMs);
-    if (!conn.pending) {
-      this.pendingCount++;
-      this.pendingByAddress.set(conn.address, (this.pendingByAddress.get(conn.address) ?? 0) + 1);
-    }
-    conn.pending = true;
+    const eviction = this.pending.admit(conn, conn.source);
+    if (eviction) this.evict(eviction, conn);
   }
 
   private leavePending(conn: EdgeConnection): void {
     if (conn.deadline) clearTimeout(conn.deadline);
     conn.deadline = undefined;
-    if (conn.pending) {
-      this.pendingCount--;
-      const left = (this.pendingByAddress.get(conn.address) ?? 1) - 1;
-      if (left > 0) this.pendingByAddress.set(conn.address, left);
-      else this.pendingByAddress.delete(conn.address);
-    }
-    conn.pending = false;
+    this.pending.release(conn);
+  }
+
+  private evict({ evicted, source, held, cause }: Eviction<EdgeConnection>, newcomer: EdgeConnection): void {
+    const why =
+      cause === 'source-share'
+        ? `${source} already held its share of ${held} slots for connections without a tunnel yet`
+        : `every slot for connections without a tunnel yet was taken and ${source} held the most (${held})`;
+    this.emitEvent({
+      event: 'tunnel_auth_failed',
+      connection: evicted.name,
+      peer: evicted.peer,
+      source,
+      admitted: newcomer.peer,
+      reason: `${why}: its oldest connection was ended to admit ${newcomer.peer}`,
+    });
+    this.leavePending(evicted);
+    this.endConnection(evicted, 'evicted for a newer connection without a tunnel yet');
   }
 
   // ---- forwards ----------------------------------------------------------------------------------------
@@ -533,6 +549,7 @@ export class TunnelServer extends EventEmitter {
     this.connections.delete(conn);
     if (this.awaitingHeader.get(conn.socketKey) === conn) this.awaitingHeader.delete(conn.socketKey);
     this.leavePending(conn);
+    clearTimeout(conn.bannerDeadline);
     const tunnel = conn.forward && conn.name !== undefined ? this.tunnels.get(conn.name) : undefined;
     if (tunnel) this.takeDown(tunnel, conn, conn.closeReason ?? 'connection closed by the edge');
   }

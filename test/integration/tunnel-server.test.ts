@@ -111,8 +111,8 @@ async function runSsh(args: string[], timeoutMs = 8000): Promise<{ code: number 
 }
 
 /** Starts `ssh -N -R PORT:localhost:<sshd> NAME@gateway` and resolves once the gateway reports it up. */
-async function startTunnel(gateway: Gateway, name: string, port: number, identity = edgeKey.privatePath) {
-  const child = spawnSsh(['-N', '-R', `${port}:localhost:${sshd.port}`, '-o', 'ExitOnForwardFailure=yes', ...clientOptions(gateway, identity), `${name}@127.0.0.1`]);
+async function startTunnel(gateway: Gateway, name: string, port: number, identity = edgeKey.privatePath, device: Sshd = sshd) {
+  const child = spawnSsh(['-N', '-R', `${port}:localhost:${device.port}`, '-o', 'ExitOnForwardFailure=yes', ...clientOptions(gateway, identity), `${name}@127.0.0.1`]);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => done(new Error(`tunnel ${name} not up after 8 s:\n${child.stderrText()}`)), 8000);
     const onUp = (upName: string) => upName === name && done();
@@ -444,22 +444,19 @@ test('a silent edge is noticed by keepalive within interval × count', async () 
   await stopGateway(gateway);
 });
 
-test('silent and slow clients cannot exhaust the server: pending connections are capped and timed out', async () => {
+test('silent and slow clients cannot exhaust the server: a full table evicts its oldest, and pending connections are timed out', async () => {
   const port = await freePort();
-  const gateway = await startGateway([{ name: 'edge-1', port, edgePublicKey: edgeKey.publicLine }], { maxUnauthenticated: 2, authTimeoutMs: 400 });
-  const silent = [net.connect(gateway.port, '127.0.0.1'), net.connect(gateway.port, '127.0.0.1')];
-  // resume(): read (and drop) the server's banner, or a paused socket never sees the server's close.
-  const silentClosed = silent.map((s) => new Promise((resolve) => s.once('close', resolve).on('error', () => undefined).resume()));
-  await waitFor('both silent connections accepted', () => (silent.every((s) => s.readyState === 'open') ? true : undefined));
-  await new Promise((r) => setTimeout(r, 50));
+  const gateway = await startGateway([{ name: 'edge-1', port, edgePublicKey: edgeKey.publicLine }], { maxUnauthenticated: 2, authTimeoutMs: 400, bannerTimeoutMs: 60_000 });
+  const silent = await silentSockets(gateway, ['127.0.0.1', '127.0.0.1']);
 
+  // The table is full: the newcomer is served, and the oldest silent connection makes room for it.
   const third = await probePort(gateway.port, undefined, 1000);
-  assert.equal(third.closed, true);
-  assert.equal(third.data, '', 'dropped before even the SSH banner');
-  assert.ok(eventsOf(gateway, 'tunnel_auth_failed').some((e) => /too many connections without a tunnel yet \(limit 2\)/.test(String(e.reason))));
+  assert.match(third.data, /^SSH-2\.0-/, 'the newcomer is served, not dropped');
+  await silent[0]!.closed;
+  assert.ok(eventsOf(gateway, 'tunnel_auth_failed').some((e) => e.peer === silent[0]!.peer && /every slot for connections without a tunnel yet was taken and 127\.0\.0\.0\/24 held the most \(2\)/.test(String(e.reason))));
 
-  await Promise.all(silentClosed);
-  assert.equal(eventsOf(gateway, 'tunnel_auth_failed').filter((e) => /not authenticated within 400 ms/.test(String(e.reason))).length, 2);
+  await silent[1]!.closed;
+  assert.ok(eventsOf(gateway, 'tunnel_auth_failed').some((e) => e.peer === silent[1]!.peer && /not authenticated within 400 ms/.test(String(e.reason))));
 
   // A login that takes no forward is not kept either.
   const idle = await runSsh(['-N', ...clientOptions(gateway), 'edge-1@127.0.0.1'], 5000);
@@ -468,6 +465,104 @@ test('silent and slow clients cannot exhaust the server: pending connections are
 
   await startTunnel(gateway, 'edge-1', port);
   assert.equal(await echoThroughTunnel(gateway, 'edge-1'), 'hi\n');
+  await stopGateway(gateway);
+});
+
+interface SilentSocket {
+  socket: net.Socket;
+  /** "ip:port" as the gateway names it. */
+  peer: string;
+  closed: Promise<void>;
+  isClosed: () => boolean;
+}
+
+/** Opens one TCP connection per local address that never sends a byte; resolves once all are connected. */
+async function silentSockets(gateway: Gateway, localAddresses: string[]): Promise<SilentSocket[]> {
+  const sockets = await Promise.all(
+    localAddresses.map(
+      (localAddress) =>
+        new Promise<SilentSocket>((resolve, reject) => {
+          const socket = net.connect({ port: gateway.port, host: '127.0.0.1', localAddress });
+          let closed = false;
+          const closedPromise = new Promise<void>((r) => socket.once('close', () => ((closed = true), r())));
+          // resume(): read (and drop) the server's banner, or a paused socket never sees the server's close.
+          socket.on('error', () => undefined).resume();
+          socket.once('connect', () => resolve({ socket, peer: `${localAddress}:${socket.localPort}`, closed: closedPromise, isClosed: () => closed }));
+          socket.once('error', reject);
+        }),
+    ),
+  );
+  for (const s of sockets) silentOpen.add(s.socket);
+  return sockets;
+}
+const silentOpen = new Set<net.Socket>();
+after(() => {
+  for (const socket of silentOpen) socket.destroy();
+});
+
+/** `count` addresses of 127.0.N.0/24 for each N in `subnets`: 127.0.N.1, 127.0.N.2, ... */
+function addressesIn(subnets: number[], count: number): string[] {
+  return subnets.flatMap((n) => Array.from({ length: count }, (_, i) => `127.0.${n}.${i + 1}`));
+}
+
+for (const shell of ['bash', 'dash'] as const) {
+  test(`${shell} device: 16 silent sockets from each of five /24s do not lock a device out; it logs in, serves a command, and comes back`, async () => {
+    const device = shell === 'bash' ? sshd : await Sshd.start({ shell });
+    const port = await freePort();
+    // Long deadlines: the flood holds its slots for the whole test unless the gateway evicts them.
+    const gateway = await startGateway([{ name: 'edge-1', port, edgePublicKey: edgeKey.publicLine }], { authTimeoutMs: 120_000, bannerTimeoutMs: 120_000 });
+    try {
+      const flood = await silentSockets(gateway, addressesIn([1, 2, 3, 4, 5], 16));
+      // 80 sockets for 64 slots: 16 were evicted (the largest source's oldest, each time), 64 hold every slot.
+      await waitFor('16 evictions', () => flood.filter((s) => s.isClosed()).length >= 16 || undefined, 10_000);
+      assert.equal(flood.filter((s) => !s.isClosed()).length, 64, 'the flood holds every slot');
+
+      await startTunnel(gateway, 'edge-1', port, edgeKey.privatePath, device);
+      assert.equal(await echoThroughTunnel(gateway, 'edge-1', device), 'hi\n');
+
+      // The flood refills every slot; the device's next login (after a network change, say) still gets in.
+      const refill = await silentSockets(gateway, addressesIn([6, 7, 8, 9, 10], 16));
+      await waitFor('refill evictions', () => [...flood, ...refill].filter((s) => !s.isClosed()).length <= 64 || undefined, 10_000);
+      const second = await startTunnel(gateway, 'edge-1', port, edgeKey.privatePath, device);
+      assert.equal(await echoThroughTunnel(gateway, 'edge-1', device), 'hi\n');
+      assert.match(String(eventsOf(gateway, 'tunnel_down').at(-1)!.reason), /replaced by a new login/);
+      killHard(second);
+
+      const evictions = eventsOf(gateway, 'tunnel_auth_failed').filter((e) => /was ended to admit/.test(String(e.reason)));
+      assert.ok(evictions.length > 0 && evictions.every((e) => /^127\.0\.\d+\.\d+:\d+$/.test(e.peer) && /^127\.0\.\d+\.0\/24$/.test(String(e.source))), JSON.stringify(evictions.slice(0, 3)));
+      assert.ok(!evictions.some((e) => String(e.peer).startsWith('127.0.0.')), 'the device was never the one evicted');
+      for (const s of [...flood, ...refill]) s.socket.destroy();
+    } finally {
+      await stopGateway(gateway);
+      if (device !== sshd) await device.stop();
+    }
+  });
+}
+
+test('shares are counted per /24: many addresses of one /24 hold no more than 16 slots, another /24 is untouched', async () => {
+  const gateway = await startGateway([{ name: 'edge-1', port: await freePort(), edgePublicKey: edgeKey.publicLine }], { authTimeoutMs: 120_000, bannerTimeoutMs: 120_000 });
+  const neighbour = await silentSockets(gateway, addressesIn([20], 3));
+  const spread = await silentSockets(gateway, addressesIn([21], 24));
+  await waitFor('8 evictions in 127.0.21.0/24', () => spread.filter((s) => s.isClosed()).length >= 8 || undefined);
+  assert.deepEqual(spread.filter((s) => s.isClosed()).map((s) => s.peer), spread.slice(0, 8).map((s) => s.peer), 'its own oldest, in order');
+  assert.ok(neighbour.every((s) => !s.isClosed()), 'another /24 keeps its slots');
+  const evictions = eventsOf(gateway, 'tunnel_auth_failed').filter((e) => /was ended to admit/.test(String(e.reason)));
+  assert.ok(evictions.some((e) => /^127\.0\.21\.0\/24 already held its share of 16 slots/.test(String(e.reason))), JSON.stringify(evictions[0]));
+  await stopGateway(gateway);
+});
+
+test('a socket that never sends its SSH identification is closed after the banner deadline, long before the login deadline', async () => {
+  const gateway = await startGateway([{ name: 'edge-1', port: await freePort(), edgePublicKey: edgeKey.publicLine }], { bannerTimeoutMs: 300, authTimeoutMs: 120_000 });
+  const [silent] = await silentSockets(gateway, ['127.0.0.1']);
+  // Bounded wait: the login deadline (120 s) is far beyond it, so only the banner deadline can close it.
+  await Promise.race([silent!.closed, new Promise((_, reject) => setTimeout(() => reject(new Error('silent socket still open after 20 s')), 20_000).unref())]);
+  assert.ok(eventsOf(gateway, 'tunnel_auth_failed').some((e) => e.peer === silent!.peer && e.reason === 'no SSH identification line within 300 ms; connection ended'));
+  // A client that does send its identification is past that deadline: a real login still works.
+  const port = await freePort();
+  const other = await startGateway([{ name: 'edge-1', port, edgePublicKey: edgeKey.publicLine }], { bannerTimeoutMs: 300 });
+  await startTunnel(other, 'edge-1', port);
+  assert.equal(await echoThroughTunnel(other, 'edge-1'), 'hi\n');
+  await stopGateway(other);
   await stopGateway(gateway);
 });
 
@@ -530,11 +625,11 @@ test('an edge\'s disconnect text is escaped and capped before it reaches status,
   await stopGateway(gateway);
 });
 
-test('a hostile edge cannot flood: refusals end its login, the audit gets a budget and a summary, one address cannot take every slot', async () => {
+test('a hostile edge cannot flood: refusals end its login, the audit gets a budget and a summary, one /24 cannot take every slot', async () => {
   const port = await freePort();
   const gateway = await startGateway([{ name: 'edge-1', port, edgePublicKey: edgeKey.publicLine }], {
     maxUnauthenticated: 10,
-    maxUnauthenticatedPerAddress: 2,
+    maxUnauthenticatedPerSource: 2,
     authTimeoutMs: 3000,
     noiseBudget: { perWindow: 5, windowMs: 500 },
   });
@@ -545,29 +640,30 @@ test('a hostile edge cannot flood: refusals end its login, the audit gets a budg
   await closed;
   await waitFor('edge-1 down', () => (gateway.server.status('edge-1').up ? undefined : true));
   assert.equal(gateway.server.status('edge-1').last_down_reason, 'too many refused requests');
+  // Those refusals used up the audit budget: the window's summary comes, then the next window starts afresh.
+  await waitFor('summary of the refusals', () => eventsOf(gateway, 'tunnel_events_suppressed').at(-1));
 
-  // Two silent sockets from 127.0.0.1 fill that address's share; a third is dropped, another address still gets in.
-  const silent = [net.connect(gateway.port, '127.0.0.1'), net.connect(gateway.port, '127.0.0.1')];
-  for (const s of silent) s.on('error', () => undefined).resume();
-  await waitFor('silent sockets accepted', () => (silent.every((s) => s.readyState === 'open') ? true : undefined));
-  await new Promise((r) => setTimeout(r, 50));
-  const third = await probePort(gateway.port, undefined, 1000);
-  assert.equal(third.data, '', 'dropped before the SSH banner');
-  const other = await new Promise<string>((resolve) => {
-    const sock = net.connect({ port: gateway.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
-    sock.once('data', (d) => { resolve(d.toString()); sock.destroy(); }).once('error', (e) => resolve(e.message));
-  });
-  assert.match(other, /^SSH-2\.0-/, 'another address is served');
+  // Two silent sockets from 127.0.0.1 fill the share of 127.0.0.0/24; a third from 127.0.0.2 (same /24) replaces
+  // the oldest of them, and another /24 is served without displacing anyone.
+  const silent = await silentSockets(gateway, ['127.0.0.1', '127.0.0.1']);
+  const [third] = await silentSockets(gateway, ['127.0.0.2']);
+  await silent[0]!.closed;
+  const [elsewhere] = await silentSockets(gateway, ['127.0.1.1']);
+  const banner = await new Promise<string>((resolve) => elsewhere!.socket.once('data', (d: Buffer) => resolve(d.toString())));
+  assert.match(banner, /^SSH-2\.0-/, 'another /24 is served');
+  assert.ok(!silent[1]!.isClosed() && !third!.isClosed() && !elsewhere!.isClosed());
+  assert.ok(eventsOf(gateway, 'tunnel_auth_failed').some((e) => e.peer === silent[0]!.peer && e.admitted === third!.peer && /127\.0\.0\.0\/24 already held its share of 2 slots/.test(String(e.reason))));
 
-  // A burst of drops: a few records, then one summary with the count.
-  for (let i = 0; i < 20; i++) await probePort(gateway.port, undefined, 500);
-  await waitFor('summary', () => eventsOf(gateway, 'tunnel_events_suppressed').at(-1));
+  // A burst of evictions: a few records, then one summary with the count.
+  const summariesBefore = eventsOf(gateway, 'tunnel_events_suppressed').length;
+  const burst = await silentSockets(gateway, new Array<string>(20).fill('127.0.0.1'));
+  await waitFor('summary of the evictions', () => eventsOf(gateway, 'tunnel_events_suppressed').length > summariesBefore || undefined);
   const summaries = eventsOf(gateway, 'tunnel_events_suppressed');
   const held = summaries.reduce((sum, e) => sum + Object.values(e.counts as Record<string, number>).reduce((a, b) => a + b, 0), 0);
   const written = [...eventsOf(gateway, 'tunnel_auth_failed'), ...eventsOf(gateway, 'tunnel_request_refused')].length;
   assert.ok(held >= 10, `most of the flood was counted, not written (${held} held, ${written} written)`);
-  assert.deepEqual(summaries.at(-1)!.peers, ['127.0.0.1']);
-  for (const s of silent) s.destroy();
+  assert.ok((summaries.at(-1)!.peers as string[]).length > 0 && (summaries.at(-1)!.peers as string[]).every((p) => p === '127.0.0.1' || p === '127.0.0.2'), JSON.stringify(summaries.at(-1)));
+  for (const s of [...silent, third!, elsewhere!, ...burst]) s.socket.destroy();
   await stopGateway(gateway);
 });
 
