@@ -31,7 +31,11 @@ export function optionArgumentProblem(source: string): string | undefined {
     return error instanceof Unfollowable ? `could not be checked for option-shaped arguments (${error.message}); prefer a structured rule` : undefined;
   }
   const found: string[] = [];
-  walkAlternatives(tree, false, found);
+  try {
+    walkAlternatives(tree, false, found);
+  } catch {
+    return 'could not be checked for option-shaped arguments; prefer a structured rule'; // config load must not fail on advice
+  }
   const first = found[0];
   if (first === undefined) return undefined;
   return (
